@@ -1,0 +1,13 @@
+"""reversible: exact hypergradients through training by reversible SGD with momentum."""
+
+from .api import sgd
+from .buffer import InfoBuffer, effective_beta, quantize_beta
+from .errors import (BufferUnderflowError, CheckpointError, FixedPointOverflowError,
+                     NonFiniteError, ReversibilityError, ReversibleError)
+from .fixedpoint import ExactArray
+
+__version__ = "0.1.0"
+
+__all__ = ["sgd", "InfoBuffer", "ExactArray", "effective_beta", "quantize_beta",
+           "ReversibleError", "ReversibilityError", "BufferUnderflowError",
+           "FixedPointOverflowError", "NonFiniteError", "CheckpointError"]

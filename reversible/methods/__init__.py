@@ -1,0 +1,61 @@
+"""Hypergradient methods: one module per family, all behind ``sgd(..., method=NAME)``.
+
+A method is registered with :func:`register` and has one of two forms:
+
+* ``traced=False`` (most): ``run(problem, stats, **options) -> (w_T, backward)``,
+  where ``backward(dw_T)`` returns the cotangents as a dict with keys
+  ``w0``, ``v0``, ``alphas``, ``betas`` (``(T, G)``) and ``meta``; it becomes
+  the VJP of an autograd primitive;
+* ``traced=True``: ``run(problem, w0, v0, alphas, betas, meta, stats, **options)``
+  is evaluated on autograd boxes and autograd differentiates it directly
+  (``unrolled``).
+
+``blind_to`` names the hyperparameters a method cannot see (their
+hypergradients are zero by construction).
+"""
+
+from dataclasses import dataclass, field
+
+HYPER_KINDS = ("w0", "v0", "alphas", "betas", "meta")
+
+
+@dataclass
+class Method:
+    name: str
+    run: object
+    traced: bool = False
+    blind_to: tuple = ()
+    doc: str = field(default="", repr=False)
+
+
+_METHODS = {}
+
+
+def register(name, traced=False, blind_to=()):
+    """Decorator registering ``run`` as method ``name``."""
+    def deco(run):
+        _METHODS[name] = Method(name, run, traced, tuple(blind_to), (run.__doc__ or "").strip())
+        return run
+    return deco
+
+
+def _load_all():
+    from . import exact, unrolled  # noqa: F401  (registration side effects)
+    for optional in ("checkpointed", "drmad", "truncated", "ift", "forward_mode"):
+        try:
+            __import__(f"{__name__}.{optional}")
+        except ModuleNotFoundError as err:
+            if err.name != f"{__name__}.{optional}":
+                raise
+
+
+def get(name):
+    _load_all()
+    if name not in _METHODS:
+        raise ValueError(f"unknown method {name!r}; choose one of {sorted(_METHODS)}")
+    return _METHODS[name]
+
+
+def names():
+    _load_all()
+    return sorted(_METHODS)

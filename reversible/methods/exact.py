@@ -1,0 +1,22 @@
+"""``method="exact"``: reversible training in fixed point (Maclaurin et al. 2015)."""
+
+from .. import trajectory
+from . import register
+
+
+@register("exact")
+def run_exact(problem, stats, check=True):
+    """Exact hypergradients by running training backwards bit for bit (O(N) memory)."""
+    state = trajectory.forward(problem.grad, problem.w0, problem.schedule(), problem.meta,
+                               problem.v0, problem.frac_bits, problem.kernel, problem.progress)
+    stats.update(state.stats)
+
+    def backward(dw):
+        st = state.copy()          # keep the forward state: the VJP may be asked again
+        out = trajectory.reverse(st, problem.vjp, dw, None, problem.meta, problem.meta_size,
+                                 problem.kernel, problem.progress, check=check)
+        stats.update(reverse_seconds=st.stats["reverse_seconds"],
+                     reversed_exactly=st.stats["reversed_exactly"])
+        return out
+
+    return state.w, backward
