@@ -1,0 +1,1 @@
+"""reversible.gpu: the exact engine on CuPy (placeholder until the port lands)."""
