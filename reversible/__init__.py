@@ -5,9 +5,10 @@ from .buffer import InfoBuffer, effective_beta, quantize_beta
 from .errors import (BufferUnderflowError, CheckpointError, FixedPointOverflowError,
                      NonFiniteError, ReversibilityError, ReversibleError)
 from .fixedpoint import ExactArray
+from .meta import MetaResult, optimize
 
 __version__ = "0.1.0"
 
-__all__ = ["sgd", "InfoBuffer", "ExactArray", "effective_beta", "quantize_beta",
+__all__ = ["sgd", "optimize", "MetaResult", "InfoBuffer", "ExactArray", "effective_beta", "quantize_beta",
            "ReversibleError", "ReversibilityError", "BufferUnderflowError",
            "FixedPointOverflowError", "NonFiniteError", "CheckpointError"]
