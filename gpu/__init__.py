@@ -1,1 +1,19 @@
-"""reversible.gpu: the exact engine on CuPy (placeholder until the port lands)."""
+"""reversible.gpu: the exact engine on CuPy, bit for bit with the NumPy reference.
+
+* :func:`sgd` trains exactly on the GPU and returns a :class:`~reversible.gpu.front.Trained`
+  whose ``hypergrad(dw)`` runs training backwards for exact hypergradients;
+* :func:`train_plain` is the plain float64 baseline;
+* :class:`MLP` is a network written once for NumPy or CuPy, with its gradient and
+  Hessian-vector products (Pearlmutter's R-operator).
+
+Importing this package never imports CuPy; the functions that need the GPU
+raise :class:`GPUUnavailableError` (an ImportError) with install instructions
+when CuPy or a CUDA device is missing.
+"""
+
+from ._cupy import GPUUnavailableError, has_cuda, require_cupy
+from .front import Trained, check_args, sgd, train_plain
+from .mlp import MLP
+
+__all__ = ["sgd", "train_plain", "Trained", "MLP", "check_args", "GPUUnavailableError",
+           "has_cuda", "require_cupy"]

@@ -43,7 +43,8 @@ def to_fixed(x, frac_bits, what="value", step=None):
     if not np.all(np.isfinite(x)):
         raise NonFiniteError(f"{_where(what, step)} contains NaN or Inf "
                              f"({int(np.sum(~np.isfinite(x)))} of {x.size} entries)")
-    scaled = np.rint(x * 2.0 ** frac_bits)
+    with np.errstate(over="ignore"):        # overflow to inf is caught just below
+        scaled = np.rint(x * 2.0 ** frac_bits)
     big = np.abs(scaled) >= 2.0 ** 63
     if np.any(big):
         worst = float(np.max(np.abs(x)))

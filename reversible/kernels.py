@@ -62,7 +62,13 @@ numpy_kernel = types.SimpleNamespace(
     reverse_velocity=_np_reverse_velocity,
 )
 
-_REGISTRY = {"numpy": lambda: numpy_kernel}
+def _load_numba():
+    """The compiled CPU kernel (:mod:`reversible.numba_kernels`); ImportError without numba."""
+    from .numba_kernels import numba_kernel
+    return numba_kernel
+
+
+_REGISTRY = {"numpy": lambda: numpy_kernel, "numba": _load_numba}
 
 
 def register(name, loader):

@@ -16,12 +16,13 @@ class Structure:
 
     def __init__(self, example, name="w0"):
         self.name = name
-        if isinstance(example, dict):
-            self.kind, self.keys = "dict", list(example.keys())
+        raw = getval(example)   # the container itself when autograd boxed it whole
+        if isinstance(raw, dict):
+            self.kind, self.keys = "dict", list(raw.keys())
             leaves = [example[k] for k in self.keys]
-        elif isinstance(example, (list, tuple)):
-            self.kind, self.keys = type(example).__name__, None
-            leaves = list(example)
+        elif isinstance(raw, (list, tuple)):
+            self.kind, self.keys = type(raw).__name__, None
+            leaves = [example[i] for i in range(len(raw))]
         else:
             self.kind, self.keys = "array", None
             leaves = [example]
@@ -59,15 +60,16 @@ class Structure:
         return np.repeat(np.arange(self.num_groups), self.sizes).astype(np.int64)
 
     def leaves(self, x):
+        raw = getval(x)
         if self.kind == "dict":
-            if not isinstance(x, dict) or list(x.keys()) != self.keys:
+            if not isinstance(raw, dict) or list(raw.keys()) != self.keys:
                 raise ValueError(f"expected a dict with keys {self.keys} for {self.name}")
             return [x[k] for k in self.keys]
         if self.kind == "array":
             return [x]
-        if not isinstance(x, (list, tuple)) or len(x) != len(self.shapes):
+        if not isinstance(raw, (list, tuple)) or len(raw) != len(self.shapes):
             raise ValueError(f"expected a {self.kind} of {len(self.shapes)} arrays for {self.name}")
-        return list(x)
+        return [x[i] for i in range(len(raw))]
 
     def flatten(self, x):
         """One float64 vector (differentiable under autograd)."""

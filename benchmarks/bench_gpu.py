@@ -1,0 +1,226 @@
+"""Benchmark of reversible.gpu on one CUDA device (one command; prints a table, writes JSON).
+
+    python benchmarks/bench_gpu.py [--out results.json] [--quick]
+
+Measures
+1. device copy bandwidth (bytes read + written of a large device-to-device copy);
+2. the exact integrator (one fused kernel per step, gradient given) in element-steps/s and as a
+   fraction of the copy bandwidth, from the bytes it must move (forward: W, V, head read and
+   written, g read = 56 B/element; reverse: 112 B/element), and its time over a plain float64
+   momentum step (40 B/element) on the same GPU;
+3. exact hypergradient (exact forward + exact reverse) over plain float64 GPU training for an MLP
+   with about 10^7 weights;
+4. the speed-up over the CPU engine (reversible.trajectory with the NumPy MLP) on the same problem,
+   measured on this machine's CPU with a smaller T and compared per step.
+"""
+
+import argparse
+import importlib.util
+import json
+import pathlib
+import platform
+import sys
+import time
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import reversible  # noqa: E402
+
+try:
+    import reversible.gpu as rgpu
+except ModuleNotFoundError:     # an uninstalled checkout: gpu/ is mapped to reversible.gpu by setup.cfg
+    _spec = importlib.util.spec_from_file_location(
+        "reversible.gpu", REPO / "gpu" / "__init__.py", submodule_search_locations=[str(REPO / "gpu")])
+    rgpu = importlib.util.module_from_spec(_spec)
+    sys.modules["reversible.gpu"] = rgpu
+    _spec.loader.exec_module(rgpu)
+
+from reversible.buffer import quantize_beta  # noqa: E402
+from reversible.gpu.engine import BLOCK, NO_ERROR, Engine, _kernels  # noqa: E402
+from reversible.gpu.mlp import MLP  # noqa: E402
+from reversible.trajectory import Schedule, forward, reverse  # noqa: E402
+
+
+def timed(cp, fn, reps):
+    """Median milliseconds of ``fn()`` over ``reps`` runs, timed with device events."""
+    out = []
+    for _ in range(reps):
+        a, b = cp.cuda.Event(), cp.cuda.Event()
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        out.append(cp.cuda.get_elapsed_time(a, b))
+    return float(np.median(out))
+
+
+def copy_bandwidth(cp, nbytes=2 << 30):
+    x = cp.random.random(nbytes // 8)
+    y = cp.empty_like(x)
+    fn = lambda: cp.copyto(y, x)
+    fn()
+    ms = timed(cp, fn, 20)
+    return 2 * x.nbytes / (ms * 1e-3)
+
+
+def integrator(cp, N, T, beta, bw, reps=3):
+    """Per-step times of the exact forward and reverse kernels (gradient and H u given)."""
+    rng = cp.random.default_rng(0)
+    w0 = rng.standard_normal(N)
+    g = 1e-2 * rng.standard_normal(N)
+    hw = 1e-2 * rng.standard_normal(N)
+    A = np.full((T, 1), 0.05)
+    n = quantize_beta(np.full((T, 1), beta))
+    eng = Engine(w0, cp.zeros(N), A, n, None, 40)
+    zeros = cp.zeros(N)
+
+    def run_fwd():
+        for t in range(T):
+            eng.forward_step(g, t)
+
+    def run_rev():
+        eng.reverse_begin(zeros, zeros)
+        for t in range(T - 1, -1, -1):
+            eng.reverse_step(t, g, hw)
+
+    fwd, rev, exact = [], [], True
+    for _ in range(reps + 1):            # the first cycle warms up
+        eng.direction = "forward"
+        eng.flag[:] = cp.asarray(np.array([NO_ERROR], dtype=np.uint64))
+        fwd.append(timed(cp, run_fwd, 1) / T)
+        eng.check()
+        rev.append(timed(cp, run_rev, 1) / T)
+        eng.check()
+        exact &= eng.is_back()
+    del eng
+    fwd_ms, rev_ms = float(np.median(fwd[1:])), float(np.median(rev[1:]))
+    fwd_bytes, rev_bytes = 56.0, 112.0
+    return dict(beta=beta, N=N, T=T, forward_ms_per_step=fwd_ms, reverse_ms_per_step=rev_ms,
+                forward_element_steps_per_s=N / (fwd_ms * 1e-3),
+                reverse_element_steps_per_s=N / (rev_ms * 1e-3),
+                forward_fraction_of_copy_bw=fwd_bytes * N / (fwd_ms * 1e-3) / bw,
+                reverse_fraction_of_copy_bw=rev_bytes * N / (rev_ms * 1e-3) / bw,
+                reversed_exactly=bool(exact))
+
+
+def plain_step_ms(cp, N, T):
+    rng = cp.random.default_rng(1)
+    w, v, g = rng.standard_normal(N), cp.zeros(N), 1e-2 * rng.standard_normal(N)
+    a, b = cp.full((T, 1), 0.05), cp.full((T, 1), 0.9)
+    gid = cp.zeros(1, dtype=cp.int32)
+    k = _kernels(cp)["plain_step"]
+
+    def run():
+        for t in range(T):
+            k(((N + BLOCK - 1) // BLOCK,), (BLOCK,), (w, v, g, a, b, gid, np.int64(N), np.int32(1),
+                                                      np.int32(0), np.int32(t)))
+    run()
+    return timed(cp, run, 3) / T
+
+
+def mlp_problem(xp, sizes, batch, dtype, n_data=4096, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n_data, sizes[0]))
+    y = rng.integers(0, sizes[-1], n_data)
+    return MLP(sizes, xp.asarray(X), xp.asarray(y), activation="tanh", batch_size=batch, seed=seed,
+               dtype=dtype)
+
+
+def mlp_bench(cp, sizes, batch, T, T_cpu, dtype):
+    net = mlp_problem(cp, sizes, batch, dtype)
+    G = len(net.shapes)
+    gi = net.group_index()
+    A, B = np.full((T, G), 0.05), np.full((T, G), 0.9)
+    w0 = net.init(1.0, seed=1)
+    # warm up (compilation, cuBLAS handles)
+    rgpu.train_plain(net, w0, A[:3], B[:3], group_index=gi)
+    rgpu.sgd(net, w0, A[:3], B[:3], group_index=gi).hypergrad(cp.ones(net.N))
+    sync = cp.cuda.Device().synchronize
+    sync()
+    t0 = time.perf_counter()
+    rgpu.train_plain(net, w0, A, B, group_index=gi)
+    sync()
+    plain = time.perf_counter() - t0
+    stats = {}
+    t0 = time.perf_counter()
+    run = rgpu.sgd(net, w0, A, B, group_index=gi, stats=stats)
+    sync()
+    fwd = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    run.hypergrad(cp.ones(net.N), keep=False)
+    sync()
+    rev = time.perf_counter() - t0
+    out = dict(sizes=sizes, N=net.N, batch=batch, T=T, dtype=str(np.dtype(dtype)),
+               plain_seconds=plain, exact_forward_seconds=fwd, exact_reverse_seconds=rev,
+               exact_over_plain=(fwd + rev) / plain, reversed_exactly=stats.get("reversed_exactly"),
+               bits_per_element_step=stats["bits_per_element_step"])
+    if T_cpu:
+        cnet = mlp_problem(np, sizes, batch, dtype)
+        sched = Schedule.build(A[:T_cpu], B[:T_cpu], gi, G)
+        w0c = cp.asnumpy(w0)
+        t0 = time.perf_counter()
+        st = forward(cnet.grad, w0c, sched, None, kernel="auto")
+        reverse(st, cnet.vjp, np.ones(cnet.N), kernel="auto")
+        cpu = time.perf_counter() - t0
+        out.update(cpu_T=T_cpu, cpu_seconds=cpu, cpu_seconds_per_step=cpu / T_cpu,
+                   gpu_exact_seconds_per_step=(fwd + rev) / T,
+                   speedup_over_cpu=(cpu / T_cpu) / ((fwd + rev) / T))
+    return out
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default="bench_gpu.json")
+    ap.add_argument("--quick", action="store_true", help="small sizes (a smoke test)")
+    args = ap.parse_args(argv)
+    cp = rgpu.require_cupy()
+    dev = cp.cuda.Device()
+    props = cp.cuda.runtime.getDeviceProperties(dev.id)
+    res = dict(device=props["name"].decode(), cupy=cp.__version__, cpu=platform.processor(),
+               numpy=np.__version__)
+    N = (1 << 20) if args.quick else (1 << 26)
+    T = 10 if args.quick else 40
+    bw = copy_bandwidth(cp, (256 << 20) if args.quick else (4 << 30))
+    res["copy_bandwidth_GBps"] = bw / 1e9
+    plain = plain_step_ms(cp, N, T)
+    res["plain_step_ms"] = plain
+    res["plain_fraction_of_copy_bw"] = 40.0 * N / (plain * 1e-3) / bw
+    res["integrator"] = []
+    for beta in (0.3, 0.9, 0.99, 1.0):
+        r = integrator(cp, N, T, beta, bw)
+        r["forward_over_plain"] = r["forward_ms_per_step"] / plain
+        res["integrator"].append(r)
+        print(f"beta={beta}: fwd {r['forward_ms_per_step']:.3f} ms/step "
+              f"({r['forward_element_steps_per_s']:.3g} el-steps/s, "
+              f"{100 * r['forward_fraction_of_copy_bw']:.0f}% of copy bw, "
+              f"{r['forward_over_plain']:.2f}x plain), rev {r['reverse_ms_per_step']:.3f} ms/step "
+              f"({100 * r['reverse_fraction_of_copy_bw']:.0f}% of copy bw), exact={r['reversed_exactly']}",
+              flush=True)
+    sizes = [784, 256, 10] if args.quick else [784, 2048, 2048, 2048, 10]
+    res["mlp"] = []
+    for dtype, T_cpu in (("float64", 0 if args.quick else 2), ("float32", 0)):
+        r = mlp_bench(cp, sizes, 256, 20 if args.quick else 100, T_cpu, dtype)
+        res["mlp"].append(r)
+        print(f"MLP {r['N']} weights ({dtype}, batch 256, T={r['T']}): plain {r['plain_seconds']:.3f} s, "
+              f"exact fwd {r['exact_forward_seconds']:.3f} s + rev {r['exact_reverse_seconds']:.3f} s "
+              f"= {r['exact_over_plain']:.2f}x plain; exact={r['reversed_exactly']}"
+              + (f"; CPU engine {r['cpu_seconds_per_step']:.3f} s/step -> GPU speed-up "
+                 f"{r['speedup_over_cpu']:.0f}x" if 'speedup_over_cpu' in r else ""), flush=True)
+    print(f"\ndevice: {res['device']}; copy bandwidth {res['copy_bandwidth_GBps']:.0f} GB/s; plain "
+          f"float64 momentum step {plain:.3f} ms for N={N} "
+          f"({100 * res['plain_fraction_of_copy_bw']:.0f}% of copy bw)")
+    print(f"{'beta':>6} {'fwd el-steps/s':>15} {'fwd %bw':>8} {'fwd/plain':>10} {'rev el-steps/s':>15} {'rev %bw':>8}")
+    for r in res["integrator"]:
+        print(f"{r['beta']:>6} {r['forward_element_steps_per_s']:>15.3g} "
+              f"{100 * r['forward_fraction_of_copy_bw']:>7.0f}% {r['forward_over_plain']:>10.2f} "
+              f"{r['reverse_element_steps_per_s']:>15.3g} {100 * r['reverse_fraction_of_copy_bw']:>7.0f}%")
+    pathlib.Path(args.out).write_text(json.dumps(res, indent=2))
+    print(f"wrote {args.out}")
+    return res
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,339 @@
+"""CUDA C source of the exact momentum kernels (compiled by CuPy at first use).
+
+The integer semantics are those of :mod:`reversible.buffer` and
+:mod:`reversible.kernels`, bit for bit: rANS with total ``2**24`` (fused
+bijection for ``2**15 < n < 2**16``, two steps for ``n <= 2**15``, identity for
+``n == 2**16``), ``to_fixed(x) = rint(x * 2**F)`` with range checks, floor
+division and modulo for negative values, float64 products rounded one at a
+time (``__dmul_rn`` and ``--fmad=false``: no fused multiply-add).
+
+Each thread owns its elements' head, pointer and tail column; the tail is a
+dense ``uint32[capacity, N]`` array.  Nothing is synchronised with the host:
+a failure is recorded in ``flag[0]`` with ``atomicMin`` of a key
+``seq << 8 | rank << 4 | code`` (earliest operation first, then the check the
+NumPy engine makes first), and the host reads the flag now and then.
+"""
+
+# error codes (low 4 bits of a key); see reversible.gpu.engine for the messages
+CODE_NONFINITE_G = 1
+CODE_UNDERFLOW = 2
+CODE_CAPACITY = 3
+CODE_GRADSTEP = 4
+CODE_VELOCITY = 5
+CODE_WSTEP_NONFINITE = 6
+CODE_WSTEP = 7
+CODE_WEIGHTS = 8
+CODE_NONFINITE_HVP = 9
+
+SOURCE = r"""
+typedef long long i64;
+typedef unsigned long long u64;
+typedef unsigned int u32;
+
+#define HEAD_LOW  (1ULL << 31)
+#define TWO63     9223372036854775808.0
+#define INV65536  1.52587890625e-05
+
+__device__ __forceinline__ void report(u64* flag, u64 key, u64 rank, u64 code) {
+    atomicMin(flag, key | (rank << 4) | code);
+}
+
+/* rint(x * scale) into *out; 0 ok, 1 non-finite, 2 out of the int64 range */
+__device__ __forceinline__ int to_fixed(double x, double scale, i64* out) {
+    if (!isfinite(x)) { *out = 0; return 1; }
+    double r = rint(__dmul_rn(x, scale));
+    if (fabs(r) >= TWO63) { *out = 0; return 2; }
+    *out = (i64)r;
+    return 0;
+}
+
+__device__ __forceinline__ double to_float(i64 X, double inv_scale) {
+    return __dmul_rn(__ll2double_rn(X), inv_scale);
+}
+
+/* X + D (or X - D) with the wrap-around test of reversible.fixedpoint.checked_add */
+__device__ __forceinline__ bool add_checked(i64 X, i64 D, bool sub, i64* S) {
+    u64 ux = (u64)X, ud = (u64)D;
+    i64 s = sub ? (i64)(ux - ud) : (i64)(ux + ud);
+    i64 deff = sub ? (i64)(0ULL - ud) : D;
+    bool wrapped = ((X ^ s) & (deff ^ s)) < 0;
+    if (sub && D == (i64)0x8000000000000000ULL) wrapped = true;
+    *S = s;
+    return !wrapped;
+}
+
+__device__ __forceinline__ void floordivmod(i64 V, i64 n, i64* q, i64* r) {
+    i64 qq = V / n;
+    i64 rr = V - qq * n;
+    if (rr < 0) { rr += n; qq -= 1; }
+    *q = qq; *r = rr;
+}
+
+__device__ __forceinline__ i64 shl16(i64 x) { return (i64)(((u64)x) << 16); }
+
+__device__ __forceinline__ i64 decode(i64 cf, i64 q, i64 rho) {
+    i64 boundary = rho * (q + 1);
+    if (cf < boundary) return (i64)((u32)cf / (u32)(q + 1));
+    return (i64)((u32)(cf - rho) / (u32)(q > 1 ? q : 1));
+}
+
+struct Tail {
+    u32* tail; int* ptr; i64 N; i64 cap; i64 i;   /* ptr is read only on a push or a pop */
+};
+
+__device__ __forceinline__ void push(const Tail& tl, u64 word, bool* cap_err) {
+    int p = tl.ptr[tl.i];
+    if ((i64)p >= tl.cap) { *cap_err = true; return; }
+    tl.tail[(i64)p * tl.N + tl.i] = (u32)(word & 0xFFFFFFFFULL);
+    tl.ptr[tl.i] = p + 1;
+}
+
+__device__ __forceinline__ u64 pop(const Tail& tl, bool* under) {
+    int p = tl.ptr[tl.i];
+    if (p <= 0) { *under = true; return 0ULL; }
+    tl.ptr[tl.i] = p - 1;
+    return (u64)tl.tail[(i64)(p - 1) * tl.N + tl.i];
+}
+
+/* V * n / 2**16 by bits-back (n < 2**16); head and pointer updated in place */
+__device__ __forceinline__ i64 bb_multiply(i64 V, i64 n, i64 q, i64 rho, u64* hp,
+                                           const Tail& tl, bool* under, bool* cap_err) {
+    u64 h = *hp;
+    if (n > 32768) {                                   /* fused bijection */
+        i64 r = V & 0xFFFFLL;
+        i64 cf = ((i64)(h & 0xFFULL) << 16) | r;
+        i64 u = decode(cf, q, rho);
+        i64 f = q + (u < rho ? 1 : 0);
+        i64 c = u * q + (u < rho ? u : rho);
+        h = (u64)f * (h >> 8) + (u64)(cf - c);
+        if (h >= (1ULL << 63)) {
+            push(tl, h, cap_err);
+            h >>= 32;
+        }
+        *hp = h;
+        return (V >> 16) * n + u;
+    }
+    /* two steps: push 16 raw bits, pop a symbol over [0, n) with total 2**24 */
+    if (h >= (1ULL << 47)) {
+        push(tl, h, cap_err);
+        h >>= 32;
+    }
+    h = (h << 16) | (u64)(V & 0xFFFFLL);
+    i64 cf = (i64)(h & 0xFFFFFFULL);
+    i64 u = decode(cf, q, rho);
+    i64 f = q + (u < rho ? 1 : 0);
+    i64 c = u * q + (u < rho ? u : rho);
+    h = (u64)f * (h >> 24) + (u64)(cf - c);
+    if (h < HEAD_LOW) {
+        u64 w = pop(tl, under);
+        h = (h << 32) | w;
+    }
+    *hp = h;
+    return (V >> 16) * n + u;
+}
+
+/* exact inverse of bb_multiply */
+__device__ __forceinline__ i64 bb_divide(i64 V, i64 n, i64 q, i64 rho, u64* hp,
+                                         const Tail& tl, bool* under, bool* cap_err) {
+    u64 h = *hp;
+    i64 qv, u;
+    floordivmod(V, n, &qv, &u);
+    i64 f = q + (u < rho ? 1 : 0);
+    i64 c = u * q + (u < rho ? u : rho);
+    u64 fu = (u64)f;
+    if (n > 32768) {
+        if (h < (fu << 23)) {
+            u64 w = pop(tl, under);
+            h = (h << 32) | w;
+        }
+        i64 cf = c + (i64)(h % fu);
+        h = ((h / fu) << 8) + (u64)(cf >> 16);
+        *hp = h;
+        return shl16(qv) + (cf & 0xFFFFLL);
+    }
+    if (h >= (fu << 39)) {
+        push(tl, h, cap_err);
+        h >>= 32;
+    }
+    h = ((h / fu) << 24) + (u64)c + h % fu;
+    i64 r = (i64)(h & 0xFFFFULL);
+    h >>= 16;
+    if (h < HEAD_LOW) {
+        u64 w = pop(tl, under);
+        h = (h << 32) | w;
+    }
+    *hp = h;
+    return shl16(qv) + r;
+}
+
+/* One forward step t for every element:
+   V <- n/2**16 V - fix((1 - beta) g);  W <- W + fix(alpha * V);  wf <- float(W). */
+extern "C" __global__ void fwd_step(
+    i64* W, i64* V, u64* head, int* ptr, u32* tail, double* wf,
+    const double* g, const double* alphas, const i64* ns, const i64* qs, const i64* rhos,
+    const int* gidx, i64 N, int G, int has_gidx, int has_wf, int t, i64 cap,
+    double scale, double inv_scale, u64 key, u64* flag)
+{
+    i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= N) return;
+    int grp = has_gidx ? gidx[i] : 0;
+    i64 k = (i64)t * G + grp;
+    i64 n = ns[k];
+    double gi = g[i];
+    i64 Vi = V[i];
+    if (!isfinite(gi)) report(flag, key, 1, 1);
+    if (n < 65536) {
+        Tail tl = {tail, ptr, N, cap, i};
+        bool under = false, cap_err = false;
+        u64 h = head[i];
+        Vi = bb_multiply(Vi, n, qs[k], rhos[k], &h, tl, &under, &cap_err);
+        head[i] = h;
+        if (under) report(flag, key, 2, 2);
+        if (cap_err) report(flag, key, 3, 3);
+    }
+    double omb = (double)(65536 - n) * INV65536;
+    i64 D;
+    int e = to_fixed(__dmul_rn(omb, gi), scale, &D);
+    if (e == 2) report(flag, key, 4, 4);
+    if (!add_checked(Vi, D, true, &Vi)) report(flag, key, 5, 5);
+    double vf = to_float(Vi, inv_scale);
+    e = to_fixed(__dmul_rn(alphas[k], vf), scale, &D);
+    if (e == 1) report(flag, key, 6, 6);
+    if (e == 2) report(flag, key, 7, 7);
+    i64 Wi = W[i];
+    if (!add_checked(Wi, D, false, &Wi)) report(flag, key, 8, 8);
+    W[i] = Wi;
+    V[i] = Vi;
+    if (has_wf) wf[i] = to_float(Wi, inv_scale);
+}
+
+__device__ __forceinline__ double warp_sum(double x) {
+    for (int o = 16; o > 0; o >>= 1) x += __shfl_down_sync(0xFFFFFFFFu, x, o);
+    return x;
+}
+
+/* Undo the velocity update of step t_vel (if >= 0), accumulating d_beta[t_vel],
+   then the position update of step t_pos (if >= 0), accumulating d_alpha[t_pos]:
+       vel:  V <- (V + fix((1-b) g)) * 2**16/n;  d_beta += dv (v + g);  dw -= Hu;  dv *= b
+       pos:  d_alpha += dw v;  W <- W - fix(alpha v);  dv += alpha dw;  u = (1-b') dv
+   Each block owns a contiguous range of elements (group sums are flushed once
+   per block, or on a change of group). */
+extern "C" __global__ void rev_step(
+    i64* W, i64* V, u64* head, int* ptr, u32* tail, double* wf,
+    const double* g, const double* hw, double* dw, double* dv, double* uo,
+    const double* alphas, const i64* ns, const i64* qs, const i64* rhos, const int* gidx,
+    double* d_alpha, double* d_beta,
+    i64 N, int G, int has_gidx, int has_wf, int t_vel, int t_pos, i64 cap,
+    double scale, double inv_scale, u64 key_vel, u64 key_pos, u64* flag)
+{
+    i64 chunk = (N + gridDim.x - 1) / gridDim.x;
+    i64 start = (i64)blockIdx.x * chunk;
+    i64 end = start + chunk < N ? start + chunk : N;
+    double acc_a = 0.0, acc_b = 0.0;
+    int cg = -1;
+    for (i64 i = start + threadIdx.x; i < end; i += blockDim.x) {
+        int grp = has_gidx ? gidx[i] : 0;
+        if (grp != cg) {
+            if (cg >= 0) {
+                if (t_pos >= 0) atomicAdd(d_alpha + (i64)t_pos * G + cg, acc_a);
+                if (t_vel >= 0) atomicAdd(d_beta + (i64)t_vel * G + cg, acc_b);
+            }
+            cg = grp; acc_a = 0.0; acc_b = 0.0;
+        }
+        i64 Vi = V[i];
+        double dwi = dw[i], dvi = dv[i];
+        if (t_vel >= 0) {
+            i64 k = (i64)t_vel * G + grp;
+            i64 n = ns[k];
+            double gi = g[i], hi = hw[i];
+            if (!isfinite(gi)) report(flag, key_vel, 1, 1);
+            if (!isfinite(hi)) report(flag, key_vel, 2, 9);
+            double omb = (double)(65536 - n) * INV65536;
+            i64 D;
+            int e = to_fixed(__dmul_rn(omb, gi), scale, &D);
+            if (e == 2) report(flag, key_vel, 3, 4);
+            if (!add_checked(Vi, D, false, &Vi)) report(flag, key_vel, 4, 5);
+            if (n < 65536) {
+                Tail tl = {tail, ptr, N, cap, i};
+                bool under = false, cap_err = false;
+                u64 h = head[i];
+                Vi = bb_divide(Vi, n, qs[k], rhos[k], &h, tl, &under, &cap_err);
+                head[i] = h;
+                if (under) report(flag, key_vel, 5, 2);
+                if (cap_err) report(flag, key_vel, 6, 3);
+            }
+            double vt = to_float(Vi, inv_scale);
+            double beta = (double)n * INV65536;
+            acc_b = __dadd_rn(acc_b, __dmul_rn(dvi, __dadd_rn(vt, gi)));
+            dwi = __dsub_rn(dwi, hi);
+            dvi = __dmul_rn(dvi, beta);
+        }
+        if (t_pos >= 0) {
+            i64 k = (i64)t_pos * G + grp;
+            double vt = to_float(Vi, inv_scale);
+            double a = alphas[k];
+            acc_a = __dadd_rn(acc_a, __dmul_rn(dwi, vt));
+            i64 D;
+            int e = to_fixed(__dmul_rn(a, vt), scale, &D);
+            if (e == 1) report(flag, key_pos, 1, 6);
+            if (e == 2) report(flag, key_pos, 2, 7);
+            i64 Wi = W[i];
+            if (!add_checked(Wi, D, true, &Wi)) report(flag, key_pos, 3, 8);
+            W[i] = Wi;
+            dvi = __dadd_rn(dvi, __dmul_rn(a, dwi));
+            double beta2 = (double)ns[k] * INV65536;
+            uo[i] = __dmul_rn(__dsub_rn(1.0, beta2), dvi);
+            if (has_wf) wf[i] = to_float(Wi, inv_scale);
+        }
+        V[i] = Vi;
+        dw[i] = dwi;
+        dv[i] = dvi;
+    }
+    /* flush the last partial sums: one atomic per block when the block is in one group */
+    __shared__ double sa[32], sb[32];
+    __shared__ int sg;
+    if (threadIdx.x == 0) sg = (end > start) ? (has_gidx ? gidx[end - 1] : 0) : -1;
+    __syncthreads();
+    int last = sg;
+    int uniform = __syncthreads_and(cg < 0 || cg == last);
+    if (!uniform) {
+        if (cg >= 0) {
+            if (t_pos >= 0) atomicAdd(d_alpha + (i64)t_pos * G + cg, acc_a);
+            if (t_vel >= 0) atomicAdd(d_beta + (i64)t_vel * G + cg, acc_b);
+        }
+        return;
+    }
+    if (last < 0) return;
+    acc_a = warp_sum(acc_a);
+    acc_b = warp_sum(acc_b);
+    int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+    if (lane == 0) { sa[warp] = acc_a; sb[warp] = acc_b; }
+    __syncthreads();
+    if (warp == 0) {
+        int nw = (blockDim.x + 31) >> 5;
+        acc_a = lane < nw ? sa[lane] : 0.0;
+        acc_b = lane < nw ? sb[lane] : 0.0;
+        acc_a = warp_sum(acc_a);
+        acc_b = warp_sum(acc_b);
+        if (lane == 0) {
+            if (t_pos >= 0) atomicAdd(d_alpha + (i64)t_pos * G + last, acc_a);
+            if (t_vel >= 0) atomicAdd(d_beta + (i64)t_vel * G + last, acc_b);
+        }
+    }
+}
+
+/* Plain float64 momentum step (the baseline the exact step is timed against). */
+extern "C" __global__ void plain_step(
+    double* w, double* v, const double* g, const double* alphas, const double* betas,
+    const int* gidx, i64 N, int G, int has_gidx, int t)
+{
+    i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= N) return;
+    int grp = has_gidx ? gidx[i] : 0;
+    i64 k = (i64)t * G + grp;
+    double b = betas[k];
+    double vi = __dsub_rn(__dmul_rn(b, v[i]), __dmul_rn(__dsub_rn(1.0, b), g[i]));
+    v[i] = vi;
+    w[i] = __dadd_rn(w[i], __dmul_rn(alphas[k], vi));
+}
+"""

@@ -1,0 +1,335 @@
+"""Grade approximate hypergradients against a reference (by default the exact one).
+
+:func:`compare` runs ``autograd.grad`` of the user's meta-objective once per
+method and reports, per method: cosine similarity to the reference, relative
+l2 error, norm ratio, fraction of matching signs (what a sign-SGD meta-step
+uses), the same per hyperparameter kind, wall time, peak memory (traced by
+:mod:`tracemalloc`, in a second run) and any non-finite values.
+
+``reversible compare`` (see :func:`main`) runs it on a built-in problem:
+an MLP on the bundled digits with per-layer learning rates, momenta, L2
+penalties and initial scales as hyperparameters, over a list of horizons.
+
+Methods are given as specs: ``"name"`` or ``"name:key=value:key=value"``
+(e.g. ``"truncated:K=10"``, ``"neumann:terms=50:step=0.05"``); use
+:func:`method_kwargs` inside an objective to turn one into keyword arguments
+of :func:`reversible.sgd`.
+"""
+
+import json
+import time
+import tracemalloc
+
+import numpy as np
+from autograd import grad
+
+DEFAULT_METHODS = ("exact", "unrolled", "checkpointed", "forward", "drmad", "drmad_hybrid",
+                   "truncated", "neumann", "cg", "identity")
+
+
+# ------------------------------------------------------------------ method specs
+def _parse_value(text):
+    for cast in (int, float):
+        try:
+            return cast(text)
+        except ValueError:
+            pass
+    return {"true": True, "false": False, "none": None}.get(text.lower(), text)
+
+
+def parse_spec(spec):
+    """``"name:key=value:..."`` -> ``(name, options)``; a dict ``{"method": name, ...}`` also works."""
+    if isinstance(spec, dict):
+        opts = dict(spec)
+        return opts.pop("method"), opts
+    name, *parts = str(spec).split(":")
+    opts = {}
+    for part in parts:
+        key, eq, value = part.partition("=")
+        if not eq or not key:
+            raise ValueError(f"bad method option {part!r} in {spec!r}: write name:key=value")
+        opts[key] = _parse_value(value)
+    return name, opts
+
+
+def method_kwargs(spec):
+    """Keyword arguments of :func:`reversible.sgd` for a method spec."""
+    name, opts = parse_spec(spec)
+    return dict(opts, method=name)
+
+
+def spec_label(spec):
+    return spec if isinstance(spec, str) else ":".join(
+        [spec["method"]] + [f"{k}={v}" for k, v in spec.items() if k != "method"])
+
+
+# ------------------------------------------------------------------ metrics
+def _flat(tree, keys):
+    return np.concatenate([np.ravel(np.asarray(tree[k], dtype=np.float64)) for k in keys]) \
+        if keys else np.zeros(0)
+
+
+def grade(g, ref):
+    """Cosine, relative l2 error, norm ratio and sign agreement of ``g`` against ``ref``.
+
+    The cosine of a zero vector is taken as 0 (it carries no direction).
+    """
+    g = np.asarray(g, dtype=np.float64).ravel()
+    ref = np.asarray(ref, dtype=np.float64).ravel()
+    finite = bool(np.all(np.isfinite(g)))
+    n_g, n_ref = float(np.linalg.norm(g)), float(np.linalg.norm(ref))
+    out = {"nonfinite": int(np.sum(~np.isfinite(g))), "norm": n_g, "reference_norm": n_ref}
+    if not finite:
+        out.update(cosine=float("nan"), rel_error=float("nan"), norm_ratio=float("nan"),
+                   sign_match=float("nan"))
+        return out
+    denom = n_g * n_ref
+    out["cosine"] = float(g @ ref / denom) if denom > 0 else (1.0 if n_g == n_ref == 0 else 0.0)
+    out["rel_error"] = float(np.linalg.norm(g - ref) / n_ref) if n_ref > 0 else \
+        (0.0 if n_g == 0 else float("inf"))
+    out["norm_ratio"] = n_g / n_ref if n_ref > 0 else (1.0 if n_g == 0 else float("inf"))
+    out["sign_match"] = float(np.mean(np.sign(g) == np.sign(ref))) if g.size else 1.0
+    return out
+
+
+# ------------------------------------------------------------------ running
+def _as_dict(hypers):
+    return (hypers, False) if isinstance(hypers, dict) else ({"hypers": hypers}, True)
+
+
+def _hypergradient(objective, hypers, spec, wrapped):
+    if wrapped:
+        return {"hypers": grad(lambda h: objective(h, spec))(hypers["hypers"])}
+    return grad(lambda h: objective(h, spec))(hypers)
+
+
+def measure(objective, hypers, spec, memory=True):
+    """Run one method: ``(gradient dict, seconds, peak bytes or None, error message or None)``."""
+    hd, wrapped = _as_dict(hypers)
+    try:
+        t0 = time.perf_counter()
+        g = _hypergradient(objective, hd, spec, wrapped)
+        seconds = time.perf_counter() - t0
+        peak = None
+        if memory:
+            tracemalloc.start()
+            try:
+                _hypergradient(objective, hd, spec, wrapped)
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+        return g, seconds, peak, None
+    except Exception as err:                     # recorded in the table, not raised
+        return None, None, None, f"{type(err).__name__}: {err}"
+
+
+class Table:
+    """Rows of :func:`compare` (dicts), printable and JSON-serialisable."""
+
+    COLUMNS = (("cosine", 8, ".4f"), ("rel_error", 10, ".3g"), ("norm_ratio", 10, ".3g"),
+               ("sign_match", 10, ".3f"), ("seconds", 9, ".3g"), ("time_ratio", 10, ".3g"),
+               ("peak_mb", 9, ".3g"), ("memory_ratio", 12, ".3g"), ("nonfinite", 9, "d"))
+
+    def __init__(self, rows, reference, meta=None):
+        self.rows, self.reference, self.meta = rows, reference, dict(meta or {})
+
+    def row(self, label):
+        return next(r for r in self.rows if r["method"] == label)
+
+    def format(self, kinds=True):
+        """A text table; with ``kinds``, a second line per method grades each hyperparameter kind."""
+        w = max([len("method")] + [len(r["method"]) for r in self.rows])
+        lines = [f"{'method':<{w}} " + " ".join(f"{name:>{width}}" for name, width, _ in self.COLUMNS)]
+        for r in self.rows:
+            if r.get("error"):
+                lines.append(f"{r['method']:<{w}} error: {r['error']}")
+                continue
+            cells = [f"{'-':>{width}}" if r.get(name) is None else f"{r[name]:>{width}{fmt}}"
+                     for name, width, fmt in self.COLUMNS]
+            lines.append(f"{r['method']:<{w}} " + " ".join(cells))
+            if kinds:
+                per = ", ".join(f"{k}: cos {v['cosine']:.3f} sign {v['sign_match']:.2f}"
+                                for k, v in r["kinds"].items())
+                lines.append(f"{'':<{w}}   {per}")
+        return "\n".join(lines)
+
+    __str__ = format
+
+    def to_dict(self):
+        return {"reference": self.reference, "meta": self.meta, "rows": self.rows}
+
+    def to_json(self, path=None):
+        text = json.dumps(self.to_dict(), indent=1, default=_json_default)
+        if path is not None:
+            with open(path, "w") as fh:
+                fh.write(text)
+        return text
+
+
+def _json_default(x):
+    if isinstance(x, np.generic):
+        return x.item()
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    raise TypeError(f"not JSON serialisable: {type(x).__name__}")
+
+
+def compare(objective, hypers, methods=DEFAULT_METHODS, reference="exact", memory=True,
+            keep_gradients=False, warmup=True):
+    """Grade each method's hypergradient of ``objective(hypers, method)`` against ``reference``'s.
+
+    ``hypers`` is a dict of arrays (each key is one hyperparameter kind, graded
+    separately too) or a single array; ``methods`` and ``reference`` are method
+    specs, handed to ``objective`` as they are.  Returns a :class:`Table`.
+    A method that fails gets a row with its ``error``; a failing reference raises.
+    ``warmup`` runs the reference once untimed first (imports, JIT compilation).
+    """
+    hd, _ = _as_dict(hypers)
+    if warmup:
+        measure(objective, hypers, reference, memory=False)
+    keys = list(hd)
+    ref_label = spec_label(reference)
+    ref_g, ref_s, ref_peak, ref_err = measure(objective, hypers, reference, memory)
+    if ref_err:
+        raise RuntimeError(f"the reference method {ref_label!r} failed: {ref_err}")
+    ref_g = _as_dict(ref_g)[0]
+    ref_flat = _flat(ref_g, keys)
+    rows = []
+    for spec in methods:
+        label = spec_label(spec)
+        if label == ref_label:
+            g, s, peak, err = ref_g, ref_s, ref_peak, None
+        else:
+            g, s, peak, err = measure(objective, hypers, spec, memory)
+        row = {"method": label, "error": err}
+        if err is None:
+            g = _as_dict(g)[0]
+            row.update(grade(_flat(g, keys), ref_flat))
+            row["kinds"] = {k: grade(g[k], ref_g[k]) for k in keys}
+            row.update(seconds=s, time_ratio=s / ref_s if ref_s else None,
+                       peak_mb=None if peak is None else peak / 2**20,
+                       memory_ratio=None if peak is None or not ref_peak else peak / ref_peak)
+            if keep_gradients:
+                row["gradient"] = {k: np.asarray(g[k]).tolist() for k in keys}
+        rows.append(row)
+    return Table(rows, ref_label, {"reference_seconds": ref_s,
+                                   "reference_peak_mb": None if ref_peak is None else ref_peak / 2**20})
+
+
+# ------------------------------------------------------------------ built-in problem
+class BuiltinProblem:
+    """An MLP on the bundled digits with per-layer hyperparameters (one group per array).
+
+    Hyperparameters (each of shape ``(G,)``, one entry per parameter array):
+    ``log_alpha`` (learning rate, constant over the ``T`` steps), ``logit_beta``
+    (momentum), ``log_l2`` (L2 penalty, the training loss's ``meta``) and
+    ``log_init_scale`` (``w0 = exp(log_init_scale) * N(0, 1)`` draws).  The
+    meta-objective is the validation NLL of ``w_T``.
+    """
+
+    #: forward-mode directions that span this parameterisation exactly
+    FORWARD_BASIS = {"w0": "scale", "v0": None, "alphas": "groups", "betas": "groups",
+                     "meta": "full"}
+
+    def __init__(self, T, hidden=(32,), batch_size=50, n_train=1000, seed=0,
+                 activation="tanh", init=(0.2, 0.9, 1e-3, 0.1)):
+        from . import data, models
+        self._models = models
+        digits = data.load_digits()
+        self.train, self.valid = data.split(digits, (n_train, digits.n - n_train), seed=seed)
+        self.layer_sizes = [digits.d] + list(hidden) + [digits.n_classes]
+        self.activation = activation
+        self.train_loss = models.make_train_loss(self.train, self.layer_sizes, batch_size,
+                                                 seed=seed, activation=activation, l2="group")
+        self.raw = models.init_mlp(self.layer_sizes, scale=1.0, seed=seed)
+        self.G = len(self.raw)
+        self.N = int(sum(r.size for r in self.raw))
+        self.T = int(T)
+        self.init = init
+
+    def hypers0(self):
+        alpha, beta, l2, scale = self.init
+        G = self.G
+        return {"log_alpha": np.full(G, np.log(alpha)), "logit_beta": np.full(G, np.log(beta / (1 - beta))),
+                "log_l2": np.full(G, np.log(l2)), "log_init_scale": np.full(G, np.log(scale))}
+
+    def objective(self, hypers, method="exact"):
+        import autograd.numpy as anp
+
+        from .api import sgd
+        kw = method_kwargs(method)
+        if kw["method"] == "forward":
+            kw.setdefault("basis", self.FORWARD_BASIS)
+        ones = anp.ones((self.T, 1))
+        alphas = ones * anp.exp(hypers["log_alpha"])[None, :]
+        betas = ones * (1.0 / (1.0 + anp.exp(-hypers["logit_beta"])))[None, :]
+        w0 = [anp.exp(hypers["log_init_scale"][i]) * r for i, r in enumerate(self.raw)]
+        w_T = sgd(self.train_loss, w0, alphas, betas, hypers["log_l2"], **kw)
+        return self._models.nll(w_T, self.valid.X, self.valid.y, self.activation)
+
+
+# ------------------------------------------------------------------ CLI
+def add_arguments(parser):
+    parser.add_argument("--T", type=int, nargs="+", default=None,
+                        help="training horizons (default 30 100 300; --quick: 10 30)")
+    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
+                        help="method specs, e.g. exact drmad truncated:K=10 neumann:terms=50")
+    parser.add_argument("--reference", default="exact", help="reference method (default exact)")
+    parser.add_argument("--hidden", type=int, nargs="*", default=[32], help="hidden layer sizes")
+    parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--n-train", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--no-memory", action="store_true",
+                        help="skip the second, tracemalloc-traced run of each method")
+    parser.add_argument("--quick", action="store_true", help="small horizons for a smoke test")
+    parser.add_argument("--out", default="compare_out", help="folder for compare.json and figures")
+
+
+def main(args):
+    import os
+
+    Ts = args.T or ([10, 30] if args.quick else [30, 100, 300])
+    os.makedirs(args.out, exist_ok=True)
+    results = []
+    for T in Ts:
+        prob = BuiltinProblem(T, hidden=tuple(args.hidden), batch_size=args.batch_size,
+                              n_train=args.n_train, seed=args.seed)
+        table = compare(prob.objective, prob.hypers0(), args.methods, args.reference,
+                        memory=not args.no_memory)
+        table.meta.update(T=T, N=prob.N, layer_sizes=prob.layer_sizes)
+        print(f"\n== T = {T}  (N = {prob.N} weights; reference {table.reference}) ==")
+        print(table.format())
+        results.append(table.to_dict())
+    path = os.path.join(args.out, "compare.json")
+    with open(path, "w") as fh:
+        json.dump({"results": results}, fh, indent=1, default=_json_default)
+    fig = plot_horizon(results, os.path.join(args.out, "compare.png"))
+    print(f"\nwrote {path}" + (f" and {fig}" if fig else ""))
+    return 0
+
+
+def plot_horizon(results, path):
+    """Cosine to the reference and norm ratio against T, one line per method."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    Ts = [r["meta"]["T"] for r in results]
+    labels = [row["method"] for row in results[0]["rows"]]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for label in labels:
+        cos, ratio = [], []
+        for r in results:
+            row = next((x for x in r["rows"] if x["method"] == label), {})
+            cos.append(row.get("cosine", np.nan) if not row.get("error") else np.nan)
+            ratio.append(row.get("norm_ratio", np.nan) if not row.get("error") else np.nan)
+        axes[0].plot(Ts, cos, "o-", label=label)
+        axes[1].plot(Ts, ratio, "o-", label=label)
+    axes[0].set(xscale="log", xlabel="training steps T", ylabel="cosine to reference",
+                title="direction")
+    axes[1].set(xscale="log", yscale="log", xlabel="training steps T",
+                ylabel="|g| / |g_ref|", title="magnitude")
+    axes[1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
