@@ -1,0 +1,29 @@
+"""Figure scripts: ``python -m figures.NAME --results DIR --out DIR`` writes NAME.png and NAME.pdf.
+
+Helpers shared by the scripts: :func:`figure_parser` and :func:`save_figure`.
+"""
+
+import argparse
+import pathlib
+
+__all__ = ["figure_parser", "save_figure"]
+
+
+def figure_parser(name, description):
+    """An argparse parser with ``--results`` (default ``results``) and ``--out`` (default ``figures``)."""
+    p = argparse.ArgumentParser(prog=f"python -m figures.{name}", description=description)
+    p.add_argument("--results", default="results", help="experiment results directory")
+    p.add_argument("--out", default="figures", help="where to write the PNG and PDF")
+    return p
+
+
+def save_figure(fig, out_dir, name, dpi=110):
+    """Write ``out_dir/name.png`` and ``out_dir/name.pdf``; close the figure; return both paths."""
+    import matplotlib.pyplot as plt
+    out = pathlib.Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = [out / f"{name}.png", out / f"{name}.pdf"]
+    fig.savefig(paths[0], dpi=dpi, bbox_inches="tight")
+    fig.savefig(paths[1], bbox_inches="tight")
+    plt.close(fig)
+    return paths

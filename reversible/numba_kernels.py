@@ -74,14 +74,14 @@ def _u32_ptr(typingctx, addr):
     return sig, codegen
 
 
-@njit(inline="always", **_JIT)
+@njit(**_JIT)
 def _chunk_of(addrs, rows, N, p):
     """The chunk holding tail word ``p`` (viewed in place) and the word's row in it."""
     k = p // rows
     return numba.carray(_u32_ptr(addrs[k]), (rows, N)), p - k * rows
 
 
-@njit(inline="always", **_JIT)
+@njit(**_JIT)
 def _pop(addrs, rows, N, ptr, i, h, status, which):
     """``h * 2**32 + (top word of element i)``; an empty tail is recorded in ``status[which]``."""
     p = ptr[i]
@@ -98,7 +98,7 @@ def _pop(addrs, rows, N, ptr, i, h, status, which):
 
 
 # ------------------------------------------------------------- element helpers
-@njit(inline="always", **_JIT)
+@njit(**_JIT)
 def _fix(x, scale):
     """``rint(x * scale)`` as int64 and whether it is valid (finite, |.| < 2**63).
 
@@ -110,7 +110,7 @@ def _fix(x, scale):
     return (np.int64(s) if ok else np.int64(0)), ok
 
 
-@njit(inline="always", **_JIT)
+@njit(**_JIT)
 def _decode(cf, q, rho, bound, inv_q1, inv_q):
     """Decode ``cf < 2**24`` in the ``(q, rho)`` table: (frequency d, cf - cumfreq, symbol u).
 
@@ -137,7 +137,7 @@ def _decode(cf, q, rho, bound, inv_q1, inv_q):
     return d, rem, u
 
 
-@njit(inline="always", **_JIT)
+@njit(**_JIT)
 def _table(n):
     """Symbol table of ``n``: q, rho, the boundary rho*(q+1) and the reciprocals of q+1, q."""
     q = np.int64(1 << 24) // n
@@ -145,14 +145,14 @@ def _table(n):
     return q, rho, rho * (q + 1), 1.0 / np.float64(q + 1), 1.0 / np.float64(q)
 
 
-@njit(inline="always", **_JIT)
+@njit(**_JIT)
 def _freq_cum(u, q, rho):
     if u < rho:
         return q + 1, u * (q + 1)
     return q, u * q + rho
 
 
-@njit(inline="always", **_JIT)
+@njit(**_JIT)
 def _floordiv_big_n(v, n, inv_n):
     """``(v // n, v % n)`` for int64 ``v`` and ``2**15 < n <= 2**16`` without a division."""
     qv = np.int64(np.floor(np.float64(v) * inv_n))    # within one of the true quotient
@@ -166,7 +166,7 @@ def _floordiv_big_n(v, n, inv_n):
     return qv, r
 
 
-@njit(inline="always", **_JIT)
+@njit(**_JIT)
 def _commit(status, ok1, acc2, ok3, acc4):
     if not ok1:
         status[_BAD1] = 1
@@ -185,25 +185,27 @@ def _commit(status, ok1, acc2, ok3, acc4):
 # An element that must push onto a full tail is left untouched and its index
 # returned, so the caller can add a chunk and resume there.
 
-@njit(inline="always", **_JIT)
-def _fixed_point_forward(i, v, W, V, g, omb, alpha, scale, inv_scale):
-    D1, ok1 = _fix(omb * g[i], scale)
+@njit(**_JIT)
+def _fixed_point_forward(v, w, gi, omb, alpha, scale, inv_scale):
+    """Scalars only (array arguments would cost reference counting per call)."""
+    D1, ok1 = _fix(omb * gi, scale)
     vn = v - D1
     o2 = (v ^ vn) & ((-D1) ^ vn)
     D3, ok3 = _fix(alpha * (np.float64(vn) * inv_scale), scale)
-    w = W[i]
     wn = w + D3
     o4 = (w ^ wn) & (D3 ^ wn)
-    V[i] = vn
-    W[i] = wn
-    return ok1, o2, ok3, o4
+    return vn, wn, ok1, o2, ok3, o4
 
 
 @njit(**_JIT)
 def _forward_identity(W, V, g, lo, hi, alpha, scale, inv_scale, status):
     ok1, acc2, ok3, acc4 = True, np.int64(0), True, np.int64(0)
-    for i in range(lo, hi):
-        a, b, c, d = _fixed_point_forward(i, V[i], W, V, g, 0.0, alpha, scale, inv_scale)
+    Vs, Ws, gs = V[lo:hi], W[lo:hi], g[lo:hi]      # slices: indices provably >= 0 (faster)
+    for j in range(Vs.shape[0]):
+        vn, wn, a, b, c, d = _fixed_point_forward(Vs[j], Ws[j], gs[j], 0.0, alpha, scale,
+                                                  inv_scale)
+        Vs[j] = vn
+        Ws[j] = wn
         ok1 &= a
         acc2 |= b
         ok3 &= c
@@ -219,9 +221,11 @@ def _forward_fused(W, V, g, lo, hi, n, alpha, head, ptr, addrs, rows, scale, inv
     capacity = addrs.shape[0] * rows
     N = V.shape[0]
     ok1, acc2, ok3, acc4 = True, np.int64(0), True, np.int64(0)
-    for i in range(lo, hi):
-        v = V[i]
-        h = head[i]
+    Vs, Ws, gs, hs = V[lo:hi], W[lo:hi], g[lo:hi], head[lo:hi]
+    for j in range(Vs.shape[0]):
+        i = lo + j
+        v = Vs[j]
+        h = hs[j]
         cf = (np.int64(h & _MASK8) << 16) | (v & 0xFFFF)
         d, rem, u = _decode(cf, q, rho, bound, inv_q1, inv_q)
         h = np.uint64(d) * (h >> _U8) + np.uint64(rem)
@@ -234,9 +238,11 @@ def _forward_fused(W, V, g, lo, hi, n, alpha, head, ptr, addrs, rows, scale, inv
             chunk[row, i] = np.uint32(h & _MASK32)
             ptr[i] = p + 1
             h >>= _U32
-        head[i] = h
-        a, b, c, e = _fixed_point_forward(i, (v >> 16) * n + u, W, V, g, omb, alpha, scale,
-                                          inv_scale)
+        hs[j] = h
+        vn, wn, a, b, c, e = _fixed_point_forward((v >> 16) * n + u, Ws[j], gs[j], omb, alpha,
+                                                  scale, inv_scale)
+        Vs[j] = vn
+        Ws[j] = wn
         ok1 &= a
         acc2 |= b
         ok3 &= c
@@ -253,9 +259,11 @@ def _forward_two_step(W, V, g, lo, hi, n, alpha, head, ptr, addrs, rows, scale, 
     capacity = addrs.shape[0] * rows
     N = V.shape[0]
     ok1, acc2, ok3, acc4 = True, np.int64(0), True, np.int64(0)
-    for i in range(lo, hi):
-        v = V[i]
-        h = head[i]
+    Vs, Ws, gs, hs = V[lo:hi], W[lo:hi], g[lo:hi], head[lo:hi]
+    for j in range(Vs.shape[0]):
+        i = lo + j
+        v = Vs[j]
+        h = hs[j]
         if h >= _SPILL_TWO:                   # push 16 raw bits: make room first
             p = ptr[i]
             if p >= capacity:
@@ -271,9 +279,11 @@ def _forward_two_step(W, V, g, lo, hi, n, alpha, head, ptr, addrs, rows, scale, 
         h = np.uint64(d) * (h >> _U24) + np.uint64(rem)
         if h < _HEAD_LOW:
             h = _pop(addrs, rows, N, ptr, i, h, status, _UF_TWO)
-        head[i] = h
-        a, b, c, e = _fixed_point_forward(i, (v >> 16) * n + u, W, V, g, omb, alpha, scale,
-                                          inv_scale)
+        hs[j] = h
+        vn, wn, a, b, c, e = _fixed_point_forward((v >> 16) * n + u, Ws[j], gs[j], omb, alpha,
+                                                  scale, inv_scale)
+        Vs[j] = vn
+        Ws[j] = wn
         ok1 &= a
         acc2 |= b
         ok3 &= c

@@ -392,8 +392,8 @@ class OnlineResult:
 
 def train_online(train_loss, val_loss, w0, meta0, T, estimator_name, *, lr, beta=0.0,
                  hyper_lr, transform="none", tune_meta=True, tune_lr=False, fd=None,
-                 fd_step=1e-2, warmup=0, hyper_clip=None, v0=None, t0=0, record_every=0,
-                 record=None):
+                 fd_step=1e-2, warmup=0, hyper_clip=None, hyper_rms=None, v0=None, t0=0,
+                 record_every=0, record=None):
     """Train ``w`` for ``T`` steps while tuning the hyperparameters online.
 
     ``train_loss(w, meta, t)`` and ``val_loss(w, t)`` are autograd scalars
@@ -403,7 +403,9 @@ def train_online(train_loss, val_loss, w0, meta0, T, estimator_name, *, lr, beta
     or an :class:`Estimator`.  ``hyper_lr``: step size on the unconstrained
     ``u`` (a float, or one per column).  ``warmup``: no hyper steps before it;
     ``hyper_clip``: each component of a hyper step is clipped to
-    ``[-hyper_clip, hyper_clip]``.  ``record(w, meta, lr, t)`` -> dict of floats
+    ``[-hyper_clip, hyper_clip]``; ``hyper_rms`` (a decay rho in [0, 1)) divides
+    each step by the running RMS of ``h`` (RMSprop: the step no longer depends on
+    the scale of the estimate).  ``record(w, meta, lr, t)`` -> dict of floats
     is called every ``record_every`` steps.  Raises :class:`NonFiniteError` on
     a non-finite hypergradient.
     """
@@ -411,6 +413,8 @@ def train_online(train_loss, val_loss, w0, meta0, T, estimator_name, *, lr, beta
         raise ValueError(f"T must be a positive integer; got {T!r}")
     if lr <= 0:
         raise ValueError(f"lr must be > 0; got {lr!r}")
+    if hyper_rms is not None and not 0 <= hyper_rms < 1:
+        raise ValueError(f"hyper_rms must be None or a decay in [0, 1); got {hyper_rms!r}")
     if not 0 <= beta < 1:
         raise ValueError(f"beta must lie in [0, 1); got {beta!r}")
     prob = OnlineProblem(train_loss, val_loss, w0, meta0, transform, fd, fd_step, tune_meta,
@@ -427,6 +431,7 @@ def train_online(train_loss, val_loss, w0, meta0, T, estimator_name, *, lr, beta
     extra = {}
     h_last = np.full(prob.P, np.nan)
     n_upd = 0
+    ms = None
     for t in range(t0, t0 + T):
         a, b = np.exp(log_lr), prob.beta
         g = est.before_step(prob, w, um, t)
@@ -444,6 +449,9 @@ def train_online(train_loss, val_loss, w0, meta0, T, estimator_name, *, lr, beta
             h_last = h
             if t - t0 >= warmup:
                 step = hyper_lr * h
+                if hyper_rms is not None:
+                    ms = h * h if ms is None else hyper_rms * ms + (1 - hyper_rms) * h * h
+                    step = step / (np.sqrt(ms) + 1e-30)
                 if hyper_clip is not None:
                     step = np.clip(step, -hyper_clip, hyper_clip)
                 if prob.tune_meta:

@@ -1,9 +1,10 @@
 """Flatten containers of arrays to one vector and back, differentiably.
 
-A :class:`Structure` remembers how a float array or a list / tuple / dict of
-float arrays is laid out; its ``flatten`` and ``unflatten`` are written with
-``autograd.numpy`` so gradients flow through them.  Each leaf array is one
-parameter group, in container order (dict insertion order).
+A :class:`Structure` remembers how a float array or a (possibly nested) list /
+tuple / dict of float arrays is laid out; its ``flatten`` and ``unflatten``
+are written with ``autograd.numpy`` so gradients flow through them, also when
+autograd hands over a whole boxed container.  Each leaf array is one
+parameter group, in depth-first container order (dict insertion order).
 """
 
 import autograd.numpy as anp
@@ -11,45 +12,49 @@ import numpy as np
 from autograd.tracer import getval
 
 
+def _children(x):
+    """``(kind, keys, children)`` of a container, or None for a leaf."""
+    raw = getval(x)   # the container itself when autograd boxed it whole
+    if isinstance(raw, dict):
+        keys = list(raw.keys())
+        return "dict", keys, [x[k] for k in keys]
+    if isinstance(raw, (list, tuple)):
+        return type(raw).__name__, None, [x[i] for i in range(len(raw))]
+    return None
+
+
 class Structure:
-    """Layout of an array or a flat list / tuple / dict of arrays."""
+    """Layout of an array or a nested list / tuple / dict of arrays."""
 
     def __init__(self, example, name="w0"):
         self.name = name
-        raw = getval(example)   # the container itself when autograd boxed it whole
-        if isinstance(raw, dict):
-            self.kind, self.keys = "dict", list(raw.keys())
-            leaves = [example[k] for k in self.keys]
-        elif isinstance(raw, (list, tuple)):
-            self.kind, self.keys = type(raw).__name__, None
-            leaves = [example[i] for i in range(len(raw))]
-        else:
-            self.kind, self.keys = "array", None
-            leaves = [example]
-        if not leaves:
+        self.shapes, self.labels = [], []
+        self.tree = self._describe(example, name)
+        if not self.shapes:
             raise ValueError(f"{name} is an empty container; give at least one array")
-        self.shapes = []
-        for i, leaf in enumerate(leaves):
-            arr = np.asarray(getval(leaf))
-            label = self._label(i)
-            if isinstance(getval(leaf), (dict, list, tuple)):
-                raise ValueError(f"{label} is a nested container; {name} must be an array or a "
-                                 "flat list/tuple/dict of arrays")
+        self.sizes = [int(np.prod(s)) for s in self.shapes]
+        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(int)
+        self.size = int(self.offsets[-1])
+
+    def _describe(self, x, label):
+        node = _children(x)
+        if node is None:
+            arr = np.asarray(getval(x))
             if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
                 raise ValueError(f"{label} must be a real float array; got dtype {arr.dtype}")
             if not np.all(np.isfinite(arr)):
                 raise ValueError(f"{label} contains NaN or Inf")
             self.shapes.append(arr.shape)
-        self.sizes = [int(np.prod(s)) for s in self.shapes]
-        self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(int)
-        self.size = int(self.offsets[-1])
+            self.labels.append(label)
+            return ("array", arr.shape)
+        kind, keys, children = node
+        names = [f"{label}[{k!r}]" for k in keys] if keys is not None else \
+            [f"{label}[{i}]" for i in range(len(children))]
+        return (kind, keys, [self._describe(c, n) for c, n in zip(children, names)])
 
-    def _label(self, i):
-        if self.kind == "dict":
-            return f"{self.name}[{self.keys[i]!r}]"
-        if self.kind == "array":
-            return self.name
-        return f"{self.name}[{i}]"
+    @property
+    def kind(self):
+        return self.tree[0]
 
     @property
     def num_groups(self):
@@ -60,23 +65,32 @@ class Structure:
         return np.repeat(np.arange(self.num_groups), self.sizes).astype(np.int64)
 
     def leaves(self, x):
-        raw = getval(x)
-        if self.kind == "dict":
-            if not isinstance(raw, dict) or list(raw.keys()) != self.keys:
-                raise ValueError(f"expected a dict with keys {self.keys} for {self.name}")
-            return [x[k] for k in self.keys]
-        if self.kind == "array":
-            return [x]
-        if not isinstance(raw, (list, tuple)) or len(raw) != len(self.shapes):
-            raise ValueError(f"expected a {self.kind} of {len(self.shapes)} arrays for {self.name}")
-        return [x[i] for i in range(len(raw))]
+        """The leaf arrays of ``x`` in group order, checking that ``x`` has this structure."""
+        out = []
+        self._collect(x, self.tree, self.name, out)
+        return out
+
+    def _collect(self, x, tree, label, out):
+        if tree[0] == "array":
+            out.append(x)
+            return
+        kind, keys, subtrees = tree
+        node = _children(x)
+        if node is None or node[0] != kind or (keys is not None and node[1] != keys) \
+                or len(node[2]) != len(subtrees):
+            want = f"a dict with keys {keys}" if keys is not None else f"a {kind} of {len(subtrees)} items"
+            raise ValueError(f"expected {want} for {label}")
+        names = [f"{label}[{k!r}]" for k in keys] if keys is not None else \
+            [f"{label}[{i}]" for i in range(len(subtrees))]
+        for child, sub, name in zip(node[2], subtrees, names):
+            self._collect(child, sub, name, out)
 
     def flatten(self, x):
         """One float64 vector (differentiable under autograd)."""
         leaves = self.leaves(x)
-        for i, (leaf, shape) in enumerate(zip(leaves, self.shapes)):
+        for leaf, shape, label in zip(leaves, self.shapes, self.labels):
             if anp.shape(leaf) != shape:
-                raise ValueError(f"{self._label(i)} has shape {anp.shape(leaf)}, expected {shape} "
+                raise ValueError(f"{label} has shape {anp.shape(leaf)}, expected {shape} "
                                  f"(the shape in {self.name})")
         parts = [anp.reshape(leaf, (-1,)) for leaf in leaves]
         flat = parts[0] if len(parts) == 1 else anp.concatenate(parts)
@@ -84,10 +98,15 @@ class Structure:
 
     def unflatten(self, flat):
         """The container back from a flat vector (differentiable under autograd)."""
-        leaves = [anp.reshape(flat[self.offsets[i]:self.offsets[i + 1]], shape)
-                  for i, shape in enumerate(self.shapes)]
-        if self.kind == "dict":
-            return dict(zip(self.keys, leaves))
-        if self.kind == "array":
-            return leaves[0]
-        return tuple(leaves) if self.kind == "tuple" else leaves
+        leaves = iter([anp.reshape(flat[self.offsets[i]:self.offsets[i + 1]], shape)
+                       for i, shape in enumerate(self.shapes)])
+        return self._build(self.tree, leaves)
+
+    def _build(self, tree, leaves):
+        if tree[0] == "array":
+            return next(leaves)
+        kind, keys, subtrees = tree
+        items = [self._build(sub, leaves) for sub in subtrees]
+        if kind == "dict":
+            return dict(zip(keys, items))
+        return tuple(items) if kind == "tuple" else items
