@@ -39,7 +39,7 @@ except ModuleNotFoundError:     # an uninstalled checkout: gpu/ is mapped to rev
     _spec.loader.exec_module(rgpu)
 
 from reversible.buffer import quantize_beta  # noqa: E402
-from reversible.gpu.engine import BLOCK, NO_ERROR, Engine, _kernels  # noqa: E402
+from reversible.gpu.engine import BLOCK, FWD_KERNELS, NO_ERROR, Engine, _kernels  # noqa: E402
 from reversible.gpu.mlp import MLP  # noqa: E402
 from reversible.trajectory import Schedule, forward, reverse  # noqa: E402
 
@@ -66,7 +66,7 @@ def copy_bandwidth(cp, nbytes=2 << 30):
     return 2 * x.nbytes / (ms * 1e-3)
 
 
-def integrator(cp, N, T, beta, bw, reps=3):
+def integrator(cp, N, T, beta, bw, reps=3, fwd_kernel=None):
     """Per-step times of the exact forward and reverse kernels (gradient and H u given)."""
     rng = cp.random.default_rng(0)
     w0 = rng.standard_normal(N)
@@ -75,6 +75,7 @@ def integrator(cp, N, T, beta, bw, reps=3):
     A = np.full((T, 1), 0.05)
     n = quantize_beta(np.full((T, 1), beta))
     eng = Engine(w0, cp.zeros(N), A, n, None, 40)
+    eng.fwd_kernel = fwd_kernel or eng.fwd_kernel
     zeros = cp.zeros(N)
 
     def run_fwd():
@@ -97,8 +98,11 @@ def integrator(cp, N, T, beta, bw, reps=3):
         exact &= eng.is_back()
     del eng
     fwd_ms, rev_ms = float(np.median(fwd[1:])), float(np.median(rev[1:]))
-    fwd_bytes, rev_bytes = 56.0, 112.0
-    return dict(beta=beta, N=N, T=T, forward_ms_per_step=fwd_ms, reverse_ms_per_step=rev_ms,
+    # bytes each kernel must move per element: W, V (int64) read+written, g read, head read+written
+    # unless beta = 1; reverse also H u read, dw, dv read+written, u and float(w) written
+    fwd_bytes, rev_bytes = (40.0, 96.0) if beta == 1.0 else (56.0, 112.0)
+    return dict(beta=beta, N=N, T=T, forward_kernel=fwd_kernel or FWD_KERNELS[0],
+                forward_ms_per_step=fwd_ms, reverse_ms_per_step=rev_ms,
                 forward_element_steps_per_s=N / (fwd_ms * 1e-3),
                 reverse_element_steps_per_s=N / (rev_ms * 1e-3),
                 forward_fraction_of_copy_bw=fwd_bytes * N / (fwd_ms * 1e-3) / bw,
@@ -129,7 +133,7 @@ def mlp_problem(xp, sizes, batch, dtype, n_data=4096, seed=0):
                dtype=dtype)
 
 
-def mlp_bench(cp, sizes, batch, T, T_cpu, dtype):
+def mlp_bench(cp, sizes, batch, T, T_cpu, dtype, reps=3):
     net = mlp_problem(cp, sizes, batch, dtype)
     G = len(net.shapes)
     gi = net.group_index()
@@ -139,24 +143,29 @@ def mlp_bench(cp, sizes, batch, T, T_cpu, dtype):
     rgpu.train_plain(net, w0, A[:3], B[:3], group_index=gi)
     rgpu.sgd(net, w0, A[:3], B[:3], group_index=gi).hypergrad(cp.ones(net.N))
     sync = cp.cuda.Device().synchronize
-    sync()
-    t0 = time.perf_counter()
-    rgpu.train_plain(net, w0, A, B, group_index=gi)
-    sync()
-    plain = time.perf_counter() - t0
+    plain, fwd, rev = [], [], []
     stats = {}
-    t0 = time.perf_counter()
-    run = rgpu.sgd(net, w0, A, B, group_index=gi, stats=stats)
-    sync()
-    fwd = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    run.hypergrad(cp.ones(net.N), keep=False)
-    sync()
-    rev = time.perf_counter() - t0
-    out = dict(sizes=sizes, N=net.N, batch=batch, T=T, dtype=str(np.dtype(dtype)),
+    for _ in range(reps):                     # interleaved repetitions, medians reported
+        sync()
+        t0 = time.perf_counter()
+        rgpu.train_plain(net, w0, A, B, group_index=gi)
+        sync()
+        plain.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        run = rgpu.sgd(net, w0, A, B, group_index=gi, stats=stats)
+        sync()
+        fwd.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        run.hypergrad(cp.ones(net.N), keep=False)
+        sync()
+        rev.append(time.perf_counter() - t0)
+        del run
+    plain, fwd, rev = (float(np.median(x)) for x in (plain, fwd, rev))
+    out = dict(sizes=sizes, N=net.N, batch=batch, T=T, dtype=str(np.dtype(dtype)), repetitions=reps,
                plain_seconds=plain, exact_forward_seconds=fwd, exact_reverse_seconds=rev,
                exact_over_plain=(fwd + rev) / plain, reversed_exactly=stats.get("reversed_exactly"),
-               bits_per_element_step=stats["bits_per_element_step"])
+               bits_per_element_step=stats["bits_per_element_step"],
+               ideal_bits_per_element_step=float(np.log2(65536 / quantize_beta(0.9))))
     if T_cpu:
         cnet = mlp_problem(np, sizes, batch, dtype)
         sched = Schedule.build(A[:T_cpu], B[:T_cpu], gi, G)
@@ -189,11 +198,12 @@ def main(argv=None):
     res["plain_step_ms"] = plain
     res["plain_fraction_of_copy_bw"] = 40.0 * N / (plain * 1e-3) / bw
     res["integrator"] = []
-    for beta in (0.3, 0.9, 0.99, 1.0):
-        r = integrator(cp, N, T, beta, bw)
+    runs = [(b, None) for b in (0.3, 0.5, 0.9, 0.99, 1.0)] + [(b, "fwd_step") for b in (0.3, 0.9)]
+    for beta, kern in runs:
+        r = integrator(cp, N, T, beta, bw, fwd_kernel=kern)
         r["forward_over_plain"] = r["forward_ms_per_step"] / plain
         res["integrator"].append(r)
-        print(f"beta={beta}: fwd {r['forward_ms_per_step']:.3f} ms/step "
+        print(f"beta={beta} ({r['forward_kernel']}): fwd {r['forward_ms_per_step']:.3f} ms/step "
               f"({r['forward_element_steps_per_s']:.3g} el-steps/s, "
               f"{100 * r['forward_fraction_of_copy_bw']:.0f}% of copy bw, "
               f"{r['forward_over_plain']:.2f}x plain), rev {r['reverse_ms_per_step']:.3f} ms/step "
@@ -206,15 +216,17 @@ def main(argv=None):
         res["mlp"].append(r)
         print(f"MLP {r['N']} weights ({dtype}, batch 256, T={r['T']}): plain {r['plain_seconds']:.3f} s, "
               f"exact fwd {r['exact_forward_seconds']:.3f} s + rev {r['exact_reverse_seconds']:.3f} s "
-              f"= {r['exact_over_plain']:.2f}x plain; exact={r['reversed_exactly']}"
+              f"= {r['exact_over_plain']:.2f}x plain; exact={r['reversed_exactly']}; "
+              f"{r['bits_per_element_step']:.4f} bits/element-step (ideal {r['ideal_bits_per_element_step']:.4f})"
               + (f"; CPU engine {r['cpu_seconds_per_step']:.3f} s/step -> GPU speed-up "
                  f"{r['speedup_over_cpu']:.0f}x" if 'speedup_over_cpu' in r else ""), flush=True)
     print(f"\ndevice: {res['device']}; copy bandwidth {res['copy_bandwidth_GBps']:.0f} GB/s; plain "
           f"float64 momentum step {plain:.3f} ms for N={N} "
           f"({100 * res['plain_fraction_of_copy_bw']:.0f}% of copy bw)")
-    print(f"{'beta':>6} {'fwd el-steps/s':>15} {'fwd %bw':>8} {'fwd/plain':>10} {'rev el-steps/s':>15} {'rev %bw':>8}")
+    print(f"{'beta':>6} {'kernel':>10} {'fwd el-steps/s':>15} {'fwd %bw':>8} {'fwd/plain':>10} "
+          f"{'rev el-steps/s':>15} {'rev %bw':>8}")
     for r in res["integrator"]:
-        print(f"{r['beta']:>6} {r['forward_element_steps_per_s']:>15.3g} "
+        print(f"{r['beta']:>6} {r['forward_kernel']:>10} {r['forward_element_steps_per_s']:>15.3g} "
               f"{100 * r['forward_fraction_of_copy_bw']:>7.0f}% {r['forward_over_plain']:>10.2f} "
               f"{r['reverse_element_steps_per_s']:>15.3g} {100 * r['reverse_fraction_of_copy_bw']:>7.0f}%")
     pathlib.Path(args.out).write_text(json.dumps(res, indent=2))

@@ -51,13 +51,13 @@ def make_loss(n_classes):
     return train_loss
 
 
-def train_on(images, log_l2, w0, cfg):
+def train_on(images, log_l2, w0, cfg, method="exact"):
     """Train logistic regression on ``images`` (one per class) for ``cfg['T']`` steps."""
     import reversible
     T = cfg["T"]
     meta = {"images": images, "log_l2": log_l2}
     return reversible.sgd(make_loss(len(w0[1])), w0, np.full(T, cfg["alpha"]),
-                          np.full(T, cfg["beta"]), meta)
+                          np.full(T, cfg["beta"]), meta, method=method)
 
 
 def run(data, cfg, seed=0, progress=True):

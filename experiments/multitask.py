@@ -167,7 +167,8 @@ class MultitaskModel:
 
     def weights(self, z, S):
         """Per-array task weights ``(K, ...)``: layer l's weight and bias both use ``S[l]``."""
-        return [anp.tensordot(S[i // 2], z[i], axes=([1], [0])) for i in range(len(z))]
+        return [anp.reshape(anp.dot(S[i // 2], anp.reshape(x, (self.K, -1))), anp.shape(x))
+                for i, x in enumerate(z)]
 
     def task_params(self, params, k):
         return [p[k] for p in params]

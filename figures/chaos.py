@@ -12,10 +12,23 @@ from experiments.common import load_results
 from figures import figure_parser, save_figure
 
 
-def _symlog_axis(ax, g):
+def _symlog_axis(ax, g, clip=None):
+    """Symmetric log y axis with decade ticks; ``clip`` caps |y| (for wild chaotic values)."""
     finite = np.abs(g[np.isfinite(g)])
-    small = np.percentile(finite[finite > 0], 20) if np.any(finite > 0) else 1e-3
-    ax.set_yscale("symlog", linthresh=max(small, 1e-6))
+    finite = finite[finite > 0]
+    lo = 10.0 ** np.floor(np.log10(np.percentile(finite, 10))) if finite.size else 1e-3
+    hi = finite.max() if finite.size else 1.0
+    if clip is not None:
+        hi = min(hi, clip)
+    ax.set_yscale("symlog", linthresh=lo)
+    d_lo, d_hi = int(np.log10(lo)), int(np.ceil(np.log10(max(hi, lo * 10))))
+    step = max(1, int(np.ceil((d_hi - d_lo) / 3)))
+    decades = list(range(d_lo, d_hi + 1, step))
+    ticks = [-10.0 ** d for d in decades[::-1]] + [0.0] + [10.0 ** d for d in decades]
+    ax.set_yticks(ticks)
+    ax.set_yticklabels(["0" if t == 0 else f"{'-' if t < 0 else ''}1e{int(np.log10(abs(t)))}"
+                        for t in ticks], fontsize=8)
+    ax.set_ylim(-10.0 ** d_hi * 1.5, 10.0 ** d_hi * 1.5)
 
 
 def plot_main(meta, arr):
@@ -59,7 +72,7 @@ def plot_T(meta, arr):
     a1.set_yscale("log")
     a1.set_ylabel("final training loss")
     a1.legend(fontsize=8)
-    _symlog_axis(a2, arr["T_grad"].ravel())
+    _symlog_axis(a2, arr["T_grad"].ravel(), clip=1e6)
     a2.set_ylabel(r"$\partial$ loss / $\partial \log\alpha$ (symlog)")
     a2.set_xlabel(r"$\log\alpha$ (learning rate)")
     a1.set_title(f"{meta['dataset']}: chaos sets in at smaller learning rates as T grows",

@@ -62,11 +62,39 @@ __device__ __forceinline__ bool add_checked(i64 X, i64 D, bool sub, i64* S) {
     return !wrapped;
 }
 
+/* x = q d + r for a 64-bit x and a divisor 0 < d < 2**32, with 32-bit divisions and one
+   float64 estimate (error < 1, fixed up exactly) instead of the slow 64-bit division. */
+__device__ __forceinline__ void udivmod64_32(u64 x, u64 d, u64* q, u64* r) {
+    u32 hi = (u32)(x >> 32), lo = (u32)x, d32 = (u32)d;
+    u32 qh = hi / d32, rh = hi - qh * d32;
+    u64 y = ((u64)rh << 32) | lo;                       /* y < d * 2**32 */
+    u64 ql = (u64)(__ull2double_rn(y) / __ull2double_rn(d));
+    i64 rem = (i64)(y - ql * d);
+    if (rem < 0) { ql -= 1; rem += (i64)d; }
+    else if (rem >= (i64)d) { ql += 1; rem -= (i64)d; }
+    *q = ((u64)qh << 32) + ql;
+    *r = (u64)rem;
+}
+
+/* floor division and modulo of a signed V by 0 < n < 2**32 */
 __device__ __forceinline__ void floordivmod(i64 V, i64 n, i64* q, i64* r) {
-    i64 qq = V / n;
-    i64 rr = V - qq * n;
-    if (rr < 0) { rr += n; qq -= 1; }
-    *q = qq; *r = rr;
+    u64 qm, rm;
+    if (V >= 0) {
+        udivmod64_32((u64)V, (u64)n, &qm, &rm);
+        *q = (i64)qm; *r = (i64)rm;
+    } else {                                            /* V = -m - 1 with m >= 0 */
+        udivmod64_32((u64)(-(V + 1)), (u64)n, &qm, &rm);
+        *q = -(i64)qm - 1; *r = n - 1 - (i64)rm;
+    }
+}
+
+/* self-test entry point: floor divmod of V by n and unsigned divmod of h by n */
+extern "C" __global__ void divmod_check(const i64* V, const u64* h, const i64* n, i64* q, i64* r,
+                                        u64* hq, u64* hr, i64 N) {
+    i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= N) return;
+    floordivmod(V[i], n[i], q + i, r + i);
+    udivmod64_32(h[i], (u64)n[i], hq + i, hr + i);
 }
 
 __device__ __forceinline__ i64 shl16(i64 x) { return (i64)(((u64)x) << 16); }
@@ -146,8 +174,10 @@ __device__ __forceinline__ i64 bb_divide(i64 V, i64 n, i64 q, i64 rho, u64* hp,
             u64 w = pop(tl, under);
             h = (h << 32) | w;
         }
-        i64 cf = c + (i64)(h % fu);
-        h = ((h / fu) << 8) + (u64)(cf >> 16);
+        u64 hq, hr;
+        udivmod64_32(h, fu, &hq, &hr);
+        i64 cf = c + (i64)hr;
+        h = (hq << 8) + (u64)(cf >> 16);
         *hp = h;
         return shl16(qv) + (cf & 0xFFFFLL);
     }
@@ -155,7 +185,9 @@ __device__ __forceinline__ i64 bb_divide(i64 V, i64 n, i64 q, i64 rho, u64* hp,
         push(tl, h, cap_err);
         h >>= 32;
     }
-    h = ((h / fu) << 24) + (u64)c + h % fu;
+    u64 hq, hr;
+    udivmod64_32(h, fu, &hq, &hr);
+    h = (hq << 24) + (u64)c + hr;
     i64 r = (i64)(h & 0xFFFFULL);
     h >>= 16;
     if (h < HEAD_LOW) {
@@ -166,8 +198,39 @@ __device__ __forceinline__ i64 bb_divide(i64 V, i64 n, i64 q, i64 rho, u64* hp,
     return shl16(qv) + r;
 }
 
-/* One forward step t for every element:
-   V <- n/2**16 V - fix((1 - beta) g);  W <- W + fix(alpha * V);  wf <- float(W). */
+/* The forward step of element i on values held in registers (loads and stores by the caller):
+   V <- n/2**16 V - fix((1 - beta) g);  W <- W + fix(alpha * V). */
+__device__ __forceinline__ void fwd_core(
+    i64 i, i64* Wi, i64* Vi, u64* h, double gi, i64 k, int* ptr, u32* tail,
+    const double* alphas, const i64* ns, const i64* qs, const i64* rhos,
+    i64 N, i64 cap, double scale, double inv_scale, u64 key, u64* flag)
+{
+    i64 n = ns[k];
+    i64 V = *Vi;
+    if (!isfinite(gi)) report(flag, key, 1, 1);
+    if (n < 65536) {
+        Tail tl = {tail, ptr, N, cap, i};
+        bool under = false, cap_err = false;
+        V = bb_multiply(V, n, qs[k], rhos[k], h, tl, &under, &cap_err);
+        if (under) report(flag, key, 2, 2);
+        if (cap_err) report(flag, key, 3, 3);
+    }
+    double omb = (double)(65536 - n) * INV65536;
+    i64 D;
+    int e = to_fixed(__dmul_rn(omb, gi), scale, &D);
+    if (e == 2) report(flag, key, 4, 4);
+    if (!add_checked(V, D, true, &V)) report(flag, key, 5, 5);
+    double vf = to_float(V, inv_scale);
+    e = to_fixed(__dmul_rn(alphas[k], vf), scale, &D);
+    if (e == 1) report(flag, key, 6, 6);
+    if (e == 2) report(flag, key, 7, 7);
+    i64 W = *Wi;
+    if (!add_checked(W, D, false, &W)) report(flag, key, 8, 8);
+    *Wi = W;
+    *Vi = V;
+}
+
+/* One forward step t, one element per thread; writes float(W) into wf if has_wf. */
 extern "C" __global__ void fwd_step(
     i64* W, i64* V, u64* head, int* ptr, u32* tail, double* wf,
     const double* g, const double* alphas, const i64* ns, const i64* qs, const i64* rhos,
@@ -176,35 +239,64 @@ extern "C" __global__ void fwd_step(
 {
     i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= N) return;
-    int grp = has_gidx ? gidx[i] : 0;
-    i64 k = (i64)t * G + grp;
-    i64 n = ns[k];
-    double gi = g[i];
-    i64 Vi = V[i];
-    if (!isfinite(gi)) report(flag, key, 1, 1);
-    if (n < 65536) {
-        Tail tl = {tail, ptr, N, cap, i};
-        bool under = false, cap_err = false;
-        u64 h = head[i];
-        Vi = bb_multiply(Vi, n, qs[k], rhos[k], &h, tl, &under, &cap_err);
-        head[i] = h;
-        if (under) report(flag, key, 2, 2);
-        if (cap_err) report(flag, key, 3, 3);
-    }
-    double omb = (double)(65536 - n) * INV65536;
-    i64 D;
-    int e = to_fixed(__dmul_rn(omb, gi), scale, &D);
-    if (e == 2) report(flag, key, 4, 4);
-    if (!add_checked(Vi, D, true, &Vi)) report(flag, key, 5, 5);
-    double vf = to_float(Vi, inv_scale);
-    e = to_fixed(__dmul_rn(alphas[k], vf), scale, &D);
-    if (e == 1) report(flag, key, 6, 6);
-    if (e == 2) report(flag, key, 7, 7);
-    i64 Wi = W[i];
-    if (!add_checked(Wi, D, false, &Wi)) report(flag, key, 8, 8);
+    i64 k = (i64)t * G + (has_gidx ? gidx[i] : 0);
+    i64 Wi = W[i], Vi = V[i];
+    bool buf = ns[k] < 65536;
+    u64 h = buf ? head[i] : 0ULL;
+    fwd_core(i, &Wi, &Vi, &h, g[i], k, ptr, tail, alphas, ns, qs, rhos, N, cap, scale,
+             inv_scale, key, flag);
     W[i] = Wi;
     V[i] = Vi;
+    if (buf) head[i] = h;
     if (has_wf) wf[i] = to_float(Wi, inv_scale);
+}
+
+/* The same step, two consecutive elements per thread with 16-byte loads and stores of
+   W, V, head and wf (these arrays must be 16-byte aligned; g and gidx may be any views). */
+extern "C" __global__ void fwd_step2(
+    i64* W, i64* V, u64* head, int* ptr, u32* tail, double* wf,
+    const double* g, const double* alphas, const i64* ns, const i64* qs, const i64* rhos,
+    const int* gidx, i64 N, int G, int has_gidx, int has_wf, int t, i64 cap,
+    double scale, double inv_scale, u64 key, u64* flag)
+{
+    i64 i = ((i64)blockIdx.x * blockDim.x + threadIdx.x) * 2;
+    if (i >= N) return;
+    if (i + 1 >= N) {                                   /* odd N: the last element alone */
+        i64 k = (i64)t * G + (has_gidx ? gidx[i] : 0);
+        i64 Wi = W[i], Vi = V[i];
+        bool buf = ns[k] < 65536;
+        u64 h = buf ? head[i] : 0ULL;
+        fwd_core(i, &Wi, &Vi, &h, g[i], k, ptr, tail, alphas, ns, qs, rhos, N, cap, scale,
+                 inv_scale, key, flag);
+        W[i] = Wi; V[i] = Vi;
+        if (buf) head[i] = h;
+        if (has_wf) wf[i] = to_float(Wi, inv_scale);
+        return;
+    }
+    i64 k0 = (i64)t * G + (has_gidx ? gidx[i] : 0);
+    i64 k1 = (i64)t * G + (has_gidx ? gidx[i + 1] : 0);
+    longlong2 Wv = *(const longlong2*)(W + i);
+    longlong2 Vv = *(const longlong2*)(V + i);
+    double g0 = g[i], g1 = g[i + 1];
+    bool buf = ns[k0] < 65536 || ns[k1] < 65536;
+    ulonglong2 hv;
+    hv.x = 0ULL; hv.y = 0ULL;
+    if (buf) hv = *(const ulonglong2*)(head + i);
+    i64 W0 = Wv.x, W1 = Wv.y, V0 = Vv.x, V1 = Vv.y;
+    u64 h0 = hv.x, h1 = hv.y;
+    fwd_core(i, &W0, &V0, &h0, g0, k0, ptr, tail, alphas, ns, qs, rhos, N, cap, scale,
+             inv_scale, key, flag);
+    fwd_core(i + 1, &W1, &V1, &h1, g1, k1, ptr, tail, alphas, ns, qs, rhos, N, cap, scale,
+             inv_scale, key, flag);
+    Wv.x = W0; Wv.y = W1; Vv.x = V0; Vv.y = V1;
+    *(longlong2*)(W + i) = Wv;
+    *(longlong2*)(V + i) = Vv;
+    if (buf) { hv.x = h0; hv.y = h1; *(ulonglong2*)(head + i) = hv; }
+    if (has_wf) {
+        double2 wfv;
+        wfv.x = to_float(W0, inv_scale); wfv.y = to_float(W1, inv_scale);
+        *(double2*)(wf + i) = wfv;
+    }
 }
 
 __device__ __forceinline__ double warp_sum(double x) {

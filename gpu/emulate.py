@@ -35,12 +35,16 @@ static inline double __dmul_rn(double a, double b) { return a * b; }
 static inline double __dadd_rn(double a, double b) { return a + b; }
 static inline double __dsub_rn(double a, double b) { return a - b; }
 static inline double __ll2double_rn(long long x) { return (double)x; }
+static inline double __ull2double_rn(unsigned long long x) { return (double)x; }
 static inline unsigned long long atomicMin(unsigned long long* p, unsigned long long v) {
     unsigned long long o = *p; if (v < o) *p = v; return o; }
 static inline double atomicAdd(double* p, double v) { double o = *p; *p = o + v; return o; }
 static inline double __shfl_down_sync(unsigned, double, int) { return 0.0; }
 static inline void __syncthreads() {}
 static inline int __syncthreads_and(int p) { return p; }
+struct longlong2 { long long x, y; };
+struct ulonglong2 { unsigned long long x, y; };
+struct double2 { double x, y; };
 """
 
 # (kernel, C parameter list, argument names); each launcher runs blocks of one thread
@@ -49,11 +53,13 @@ _KERNELS = {
                 "const double* alphas, const i64* ns, const i64* qs, const i64* rhos, const int* gidx, "
                 "i64 N, int G, int has_gidx, int has_wf, int t, i64 cap, double scale, "
                 "double inv_scale, u64 key, u64* flag",
+    "fwd_step2": None,
     "rev_step": "i64* W, i64* V, u64* head, int* ptr, u32* tail, double* wf, const double* g, "
                 "const double* hw, double* dw, double* dv, double* uo, const double* alphas, "
                 "const i64* ns, const i64* qs, const i64* rhos, const int* gidx, double* d_alpha, "
                 "double* d_beta, i64 N, int G, int has_gidx, int has_wf, int t_vel, int t_pos, "
                 "i64 cap, double scale, double inv_scale, u64 key_vel, u64 key_pos, u64* flag",
+    "divmod_check": "const i64* V, const u64* h, const i64* n, i64* q, i64* r, u64* hq, u64* hr, i64 N",
     "plain_step": "double* w, double* v, const double* g, const double* alphas, "
                   "const double* betas, const int* gidx, i64 N, int G, int has_gidx, int t",
 }
@@ -67,6 +73,7 @@ _CACHE = {}
 def _launchers():
     out = []
     for name, params in _KERNELS.items():
+        params = params or _KERNELS["fwd_step"]
         names = ", ".join(p.split()[-1].lstrip("*") for p in params.split(","))
         out.append(f'extern "C" void launch_{name}(int nblocks, {params}) {{\n'
                    f"    blockDim.x = 1; threadIdx.x = 0; gridDim.x = nblocks;\n"
@@ -89,7 +96,7 @@ def _build():
     src, lib = os.path.join(d, f"k_{tag}.cpp"), os.path.join(d, f"k_{tag}.so")
     with open(src, "w") as f:
         f.write(code)
-    cmd = [cxx, "-O2", "-std=c++14", "-ffp-contract=off", "-fno-fast-math", "-shared", "-fPIC",
+    cmd = [cxx, "-O2", "-std=c++14", "-ffp-contract=off", "-fno-fast-math", "-fno-strict-aliasing", "-shared", "-fPIC",
            "-o", lib, src]
     res = subprocess.run(cmd, capture_output=True, text=True)
     if res.returncode != 0:

@@ -27,6 +27,7 @@ from ._cupy import require_cupy
 
 NO_ERROR = (1 << 64) - 1
 BLOCK = 256
+FWD_KERNELS = ("fwd_step2", "fwd_step")   # the first is the default: two elements per thread
 
 # code -> (exception class, what failed, kind of failure)
 _ERRORS = {
@@ -108,6 +109,11 @@ def error_from_key(key, T, direction, frac_bits):
 _MODULE = {}
 
 
+def _aligned(x, nbytes=16):
+    ptr = x.data.ptr if hasattr(x.data, "ptr") else x.ctypes.data
+    return ptr % nbytes == 0
+
+
 def host(x):
     """A NumPy copy of a CuPy (or NumPy) array."""
     return x.get() if hasattr(x, "get") else np.array(x)
@@ -118,7 +124,8 @@ def _kernels(cp):
     if dev not in _MODULE:
         mod = cp.RawModule(code=_source.SOURCE, options=("--fmad=false",))
         _MODULE[dev] = {name: mod.get_function(name)
-                        for name in ("fwd_step", "rev_step", "plain_step")}
+                        for name in ("fwd_step", "fwd_step2", "rev_step", "plain_step",
+                                     "divmod_check")}
     return _MODULE[dev]
 
 
@@ -175,7 +182,9 @@ class Engine:
         self.flag = cp.asarray(np.array([NO_ERROR], dtype=np.uint64))
         self.direction = "forward"
         self._dummy = cp.zeros(1, dtype=cp.float64)
+        self.fwd_kernel = FWD_KERNELS[0]
         self.fwd_grid = ((self.N + BLOCK - 1) // BLOCK,)
+        self.fwd2_grid = ((self.N + 2 * BLOCK - 1) // (2 * BLOCK),)
         self.rev_grid = (max(1, min((self.N + BLOCK - 1) // BLOCK, 8 * sms)),)
 
     # ------------------------------------------------------------ values
@@ -193,7 +202,9 @@ class Engine:
     # ------------------------------------------------------------ steps
     def forward_step(self, g, t, wf=None):
         """One exact step ``t`` with gradient ``g`` (float64, device); writes ``float(W)`` into ``wf``."""
-        self.k["fwd_step"](self.fwd_grid, (BLOCK,), (
+        vec = self.fwd_kernel == "fwd_step2" and (wf is None or _aligned(wf))
+        name, grid = ("fwd_step2", self.fwd2_grid) if vec else ("fwd_step", self.fwd_grid)
+        self.k[name](grid, (BLOCK,), (
             self.W, self.V, self.head, self.ptr, self.tail, self._dummy if wf is None else wf,
             g, self.alphas_d, self.n_d, self.q_d, self.rho_d, self.gidx,
             np.int64(self.N), np.int32(self.G), np.int32(self.has_gidx),

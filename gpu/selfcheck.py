@@ -40,11 +40,13 @@ def problem(regime, N, T, seed=0, scale=3.0):
     return dict(A=A, B=B, gi=gi, G=G, w0=w0, v0=v0, Z=Z, c=c, dw=dw)
 
 
-def compare(regime="fused", N=1000, T=200, frac_bits=40, seed=0, backend=None, check_every=64):
+def compare(regime="fused", N=1000, T=200, frac_bits=40, seed=0, backend=None, check_every=64,
+            fwd_kernel=None):
     """Train and reverse with the GPU engine and with NumPy; returns a dict of findings.
 
     The gradient is ``g_t(w) = c_t * w + z_t`` (two correctly rounded float64
-    operations, so both sides see the same bits) and ``H u = c_t * u``.
+    operations, so both sides see the same bits) and ``H u = c_t * u``.  ``fwd_kernel``
+    picks the forward kernel (one of ``engine.FWD_KERNELS``; default the engine's).
     """
     from .front import sgd
     p = problem(regime, N, T, seed)
@@ -67,8 +69,16 @@ def compare(regime="fused", N=1000, T=200, frac_bits=40, seed=0, backend=None, c
     gi_full = np.zeros(N, dtype=np.int64) if p["gi"] is None else p["gi"]
     sched = Schedule.build(p["A"], p["B"], gi_full, p["G"])
     st = forward(grad_np, p["w0"], sched, v0=p["v0"], frac_bits=frac_bits, kernel="numpy")
-    run = sgd(grad_x, xp.asarray(p["w0"]), p["A"], p["B"], vjp=vjp_x, v0=xp.asarray(p["v0"]),
-              frac_bits=frac_bits, group_index=p["gi"], backend=backend, check_every=check_every)
+    from . import engine
+    saved = engine.FWD_KERNELS
+    if fwd_kernel is not None:
+        engine.FWD_KERNELS = (fwd_kernel,) + tuple(k for k in saved if k != fwd_kernel)
+    try:
+        run = sgd(grad_x, xp.asarray(p["w0"]), p["A"], p["B"], vjp=vjp_x, v0=xp.asarray(p["v0"]),
+                  frac_bits=frac_bits, group_index=p["gi"], backend=backend, check_every=check_every)
+    finally:
+        engine.FWD_KERNELS = saved
+    assert fwd_kernel is None or run._engine.fwd_kernel == fwd_kernel
     eng = run._engine
     from .engine import host
     head, ptr, tail = eng.buffer_arrays()
@@ -98,8 +108,41 @@ def compare(regime="fused", N=1000, T=200, frac_bits=40, seed=0, backend=None, c
     return out
 
 
+def division_cases(seed=0, size=20000):
+    """Inputs for the kernels' division routine: edges and random values over the whole range."""
+    rng = np.random.default_rng(seed)
+    i64 = np.iinfo(np.int64)
+    V = np.concatenate([[i64.min, i64.min + 1, -1, 0, 1, i64.max, -65536, 65535, -(1 << 40)],
+                        rng.integers(i64.min, i64.max, size, dtype=np.int64, endpoint=True)])
+    h = rng.integers(0, np.iinfo(np.uint64).max, V.size, dtype=np.uint64, endpoint=True)
+    h[:4] = [0, 1, np.iinfo(np.uint64).max, (1 << 63)]
+    n = np.where(rng.random(V.size) < 0.5, rng.integers(1, 65537, V.size),
+                 rng.integers(1, (1 << 32) - 1, V.size)).astype(np.int64)
+    n[:9] = [1, 2, 65536, 65535, 3, (1 << 32) - 1, 7, 1 << 24, (1 << 24) + 1]
+    return V, h, n
+
+
+def check_division(backend=None):
+    """Run the kernels' division routine on :func:`division_cases`; True when it agrees with NumPy."""
+    from .engine import BLOCK, _kernels, host
+    V, h, n = division_cases()
+    if backend is None:
+        import cupy as xp
+        k = _kernels(xp)["divmod_check"]
+    else:
+        xp, k = backend.xp, backend.kernels["divmod_check"]
+    Vd, hd, nd = xp.asarray(V), xp.asarray(h), xp.asarray(n)
+    q, r = xp.empty_like(Vd), xp.empty_like(Vd)
+    hq, hr = xp.empty_like(hd), xp.empty_like(hd)
+    k(((V.size + BLOCK - 1) // BLOCK,), (BLOCK,), (Vd, hd, nd, q, r, hq, hr, np.int64(V.size)))
+    nu = n.astype(np.uint64)
+    return (np.array_equal(host(q), V // n) and np.array_equal(host(r), V % n)
+            and np.array_equal(host(hq), h // nu) and np.array_equal(host(hr), h % nu))
+
+
 def main():
-    ok = True
+    ok = check_division()
+    print(f"division routine: {'OK' if ok else 'MISMATCH'}")
     for regime in REGIMES:
         res = compare(regime, N=4099, T=300)
         good = all(v for k, v in res.items() if k.endswith("_equal") or k == "reversed_exactly")

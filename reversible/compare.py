@@ -174,8 +174,18 @@ def _json_default(x):
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
+def _warm_worker(objective, hypers, reference):
+    """Process-pool initializer: one untimed run (imports, JIT compilation)."""
+    measure(objective, hypers, reference, memory=False)
+
+
+def _measure_job(job):
+    objective, hypers, spec, memory = job
+    return measure(objective, hypers, spec, memory)
+
+
 def compare(objective, hypers, methods=DEFAULT_METHODS, reference="exact", memory=True,
-            keep_gradients=False, warmup=True):
+            keep_gradients=False, warmup=True, jobs=1):
     """Grade each method's hypergradient of ``objective(hypers, method)`` against ``reference``'s.
 
     ``hypers`` is a dict of arrays (each key is one hyperparameter kind, graded
@@ -183,13 +193,25 @@ def compare(objective, hypers, methods=DEFAULT_METHODS, reference="exact", memor
     specs, handed to ``objective`` as they are.  Returns a :class:`Table`.
     A method that fails gets a row with its ``error``; a failing reference raises.
     ``warmup`` runs the reference once untimed first (imports, JIT compilation).
+    ``jobs > 1`` measures the methods in that many worker processes (the
+    objective must then be picklable; give each worker its own core for
+    meaningful times).
     """
     hd, _ = _as_dict(hypers)
-    if warmup:
-        measure(objective, hypers, reference, memory=False)
     keys = list(hd)
     ref_label = spec_label(reference)
-    ref_g, ref_s, ref_peak, ref_err = measure(objective, hypers, reference, memory)
+    specs = [reference] + [s for s in methods if spec_label(s) != ref_label]
+    if jobs > 1:
+        from concurrent.futures import ProcessPoolExecutor
+        init = (_warm_worker, (objective, hypers, reference)) if warmup else (None, ())
+        with ProcessPoolExecutor(jobs, initializer=init[0], initargs=init[1]) as pool:
+            measured = list(pool.map(_measure_job, [(objective, hypers, s, memory) for s in specs]))
+    else:
+        if warmup:
+            measure(objective, hypers, reference, memory=False)
+        measured = [measure(objective, hypers, s, memory) for s in specs]
+    by_label = dict(zip([spec_label(s) for s in specs], measured))
+    ref_g, ref_s, ref_peak, ref_err = by_label[ref_label]
     if ref_err:
         raise RuntimeError(f"the reference method {ref_label!r} failed: {ref_err}")
     ref_g = _as_dict(ref_g)[0]
@@ -197,10 +219,7 @@ def compare(objective, hypers, methods=DEFAULT_METHODS, reference="exact", memor
     rows = []
     for spec in methods:
         label = spec_label(spec)
-        if label == ref_label:
-            g, s, peak, err = ref_g, ref_s, ref_peak, None
-        else:
-            g, s, peak, err = measure(objective, hypers, spec, memory)
+        g, s, peak, err = by_label[label]
         row = {"method": label, "error": err}
         if err is None:
             g = _as_dict(g)[0]
@@ -212,7 +231,7 @@ def compare(objective, hypers, methods=DEFAULT_METHODS, reference="exact", memor
             if keep_gradients:
                 row["gradient"] = {k: np.asarray(g[k]).tolist() for k in keys}
         rows.append(row)
-    return Table(rows, ref_label, {"reference_seconds": ref_s,
+    return Table(rows, ref_label, {"reference_seconds": ref_s, "jobs": jobs,
                                    "reference_peak_mb": None if ref_peak is None else ref_peak / 2**20})
 
 
@@ -234,7 +253,7 @@ class BuiltinProblem:
     def __init__(self, T, hidden=(32,), batch_size=50, n_train=1000, seed=0,
                  activation="tanh", init=(0.2, 0.9, 1e-3, 0.1)):
         from . import data, models
-        self._models = models
+        self._args = (T, tuple(hidden), batch_size, n_train, seed, activation, tuple(init))
         digits = data.load_digits()
         self.train, self.valid = data.split(digits, (n_train, digits.n - n_train), seed=seed)
         self.layer_sizes = [digits.d] + list(hidden) + [digits.n_classes]
@@ -247,6 +266,9 @@ class BuiltinProblem:
         self.T = int(T)
         self.init = init
 
+    def __reduce__(self):               # rebuilt from its arguments in worker processes
+        return (BuiltinProblem, self._args)
+
     def hypers0(self):
         alpha, beta, l2, scale = self.init
         G = self.G
@@ -257,6 +279,7 @@ class BuiltinProblem:
         import autograd.numpy as anp
 
         from .api import sgd
+        from .models import nll
         kw = method_kwargs(method)
         if kw["method"] == "forward":
             kw.setdefault("basis", self.FORWARD_BASIS)
@@ -265,7 +288,7 @@ class BuiltinProblem:
         betas = ones * (1.0 / (1.0 + anp.exp(-hypers["logit_beta"])))[None, :]
         w0 = [anp.exp(hypers["log_init_scale"][i]) * r for i, r in enumerate(self.raw)]
         w_T = sgd(self.train_loss, w0, alphas, betas, hypers["log_l2"], **kw)
-        return self._models.nll(w_T, self.valid.X, self.valid.y, self.activation)
+        return nll(w_T, self.valid.X, self.valid.y, self.activation)
 
 
 # ------------------------------------------------------------------ CLI
@@ -281,6 +304,8 @@ def add_arguments(parser):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--no-memory", action="store_true",
                         help="skip the second, tracemalloc-traced run of each method")
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="worker processes, one method each (give each its own core)")
     parser.add_argument("--quick", action="store_true", help="small horizons for a smoke test")
     parser.add_argument("--out", default="compare_out", help="folder for compare.json and figures")
 
@@ -295,7 +320,7 @@ def main(args):
         prob = BuiltinProblem(T, hidden=tuple(args.hidden), batch_size=args.batch_size,
                               n_train=args.n_train, seed=args.seed)
         table = compare(prob.objective, prob.hypers0(), args.methods, args.reference,
-                        memory=not args.no_memory)
+                        memory=not args.no_memory, jobs=args.jobs)
         table.meta.update(T=T, N=prob.N, layer_sizes=prob.layer_sizes)
         print(f"\n== T = {T}  (N = {prob.N} weights; reference {table.reference}) ==")
         print(table.format())

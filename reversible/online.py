@@ -146,6 +146,14 @@ class OnlineProblem:
         mp[j] += self.fd_step
         return (self.grad(w, mp, t) - g) / self.fd_step * _dforward(self.transform, um[j])
 
+    def train(self, w, v, um, log_lr, t0, steps):
+        """Plain training with the hyperparameters held fixed: ``(w, v)`` after ``steps``."""
+        m, a, b = self.meta_value(um), float(np.exp(log_lr)), self.beta
+        for t in range(t0, t0 + steps):
+            v = b * v - (1.0 - b) * self.grad(w, m, t)
+            w = w + a * v
+        return w, v
+
     def cross(self, w, um, t):
         """``d g_T / d u`` (N, P), columns as in :meth:`tangent_terms` (the ``log_lr`` one zero)."""
         return self.tangent_terms(w, um, t, np.zeros((w.size, self.P)))[1]

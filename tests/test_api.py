@@ -198,15 +198,17 @@ def test_betas_against_finite_differences():
 
 
 # ---------------------------------------------------------- containers
-@pytest.mark.parametrize("kind", ["array", "list", "tuple", "dict"])
+@pytest.mark.parametrize("kind", ["array", "list", "tuple", "dict", "nested"])
 def test_w0_containers(kind):
     rng = np.random.default_rng(6)
     w = 0.3 * rng.normal(size=6)
     parts = [w[:2], w[2:3], w[3:]]
     w0 = {"array": w, "list": list(parts), "tuple": tuple(parts),
-          "dict": {"a": parts[0], "b": parts[1], "c": parts[2]}}[kind]
+          "dict": {"a": parts[0], "b": parts[1], "c": parts[2]},
+          "nested": {"a": [parts[0], parts[1]], "c": (parts[2],)}}[kind]
     flat = {"array": lambda x: x, "list": anp.concatenate, "tuple": anp.concatenate,
-            "dict": lambda x: anp.concatenate([x["a"], x["b"], x["c"]])}[kind]
+            "dict": lambda x: anp.concatenate([x["a"], x["b"], x["c"]]),
+            "nested": lambda x: anp.concatenate([x["a"][0], x["a"][1], x["c"][0]])}[kind]
     loss = lambda p, m, t: ridge_loss(flat(p), m, t)  # noqa: E731
     alphas, betas = np.full(T, 0.08), np.full(T, 0.9)
 
@@ -222,6 +224,20 @@ def test_w0_containers(kind):
     assert type(g_w0) is type(w0)
     assert np.allclose(flat(g_w0), r_w0, rtol=1e-12, atol=1e-15)
     assert np.allclose(g_a, r_a, rtol=1e-12, atol=1e-15)
+
+
+def test_jacobian_asks_the_vjp_repeatedly():
+    """A vector-valued objective: autograd calls the exact VJP once per output."""
+    args = _ridge_args(np.random.default_rng(11))
+
+    def wT(alphas, method):
+        return reversible.sgd(ridge_loss, args["w0"], alphas, args["betas"], args["meta"],
+                              method=method)
+
+    je = autograd.jacobian(wT)(args["alphas"], "exact")
+    ju = autograd.jacobian(wT)(args["alphas"], "unrolled")
+    assert je.shape == (6, T)
+    assert _relerr(je, ju) <= 1e-8
 
 
 def test_meta_as_dict():

@@ -215,3 +215,62 @@ def test_load_never_allows_pickle(forward_state, tmp_path, monkeypatch):
 def test_save_rejects_other_objects(tmp_path):
     with pytest.raises(TypeError, match="TrainState"):
         checkpoint.save({"W": np.zeros(3)}, tmp_path / "x")
+
+
+# ------------------------------------------------- high level: train / hypergradient
+def _hl_problem():
+    import autograd.numpy as anp
+    rng = np.random.default_rng(5)
+    Xd, yd = rng.normal(size=(20, 3)), rng.normal(size=20)
+
+    def loss(p, meta, t):
+        r = (3 * t + np.arange(5)) % 20
+        fit = anp.mean((anp.dot(Xd[r], p["w"]) + p["b"] - yd[r]) ** 2)
+        return fit + 0.5 * anp.exp(meta["l2"]) * anp.sum(p["w"] ** 2)
+
+    def val(p):
+        return anp.sum(p["w"] ** 2) + anp.sum(p["b"])
+
+    p0 = {"w": rng.normal(size=3), "b": np.zeros(1)}
+    T = 25
+    return loss, val, p0, {"l2": np.array(-1.0)}, np.full(T, 0.1), \
+        np.stack([np.full(T, 0.9), np.full(T, 0.4)], axis=1)
+
+
+def test_train_then_hypergradient_equals_sgd_bit_for_bit(tmp_path):
+    import autograd
+    import reversible
+    loss, val, p0, meta, alphas, betas = _hl_problem()
+    path = tmp_path / "run.ckpt"
+    stats = {}
+    w_T = checkpoint.train(loss, p0, alphas, betas, meta, path=path, stats=stats)
+    ref = reversible.sgd(loss, p0, alphas, betas, meta)
+    assert list(w_T) == ["w", "b"] and all(np.array_equal(w_T[k], ref[k]) for k in p0)
+    assert stats["buffer_bits"] > 0
+    out = checkpoint.hypergradient(path, loss, autograd.grad(val)(w_T))
+    g = autograd.grad(lambda *a: val(reversible.sgd(loss, *a[:4], v0=a[4])), (0, 1, 2, 3, 4))(
+        p0, alphas, betas, meta, {k: np.zeros_like(v) for k, v in p0.items()})
+    assert out["alphas"].shape == (25,) and out["betas"].shape == (25, 2)
+    assert np.array_equal(out["alphas"], g[1]) and np.array_equal(out["betas"], g[2])
+    assert np.array_equal(out["meta"]["l2"], g[3]["l2"])
+    for k in p0:
+        assert np.array_equal(out["w0"][k], g[0][k]) and np.array_equal(out["v0"][k], g[4][k])
+
+
+def test_hypergradient_needs_the_same_loss(tmp_path):
+    from reversible.errors import ReversibilityError
+    loss, val, p0, meta, alphas, betas = _hl_problem()
+    path = tmp_path / "run.ckpt"
+    w_T = checkpoint.train(loss, p0, alphas, betas, meta, path=path)
+    other = lambda p, m, t: (1 + 1e-9) * loss(p, m, t)  # noqa: E731
+    with pytest.raises(ReversibilityError):
+        checkpoint.hypergradient(path, other, {k: np.ones_like(v) for k, v in w_T.items()})
+    with pytest.raises(ValueError, match="dict with keys"):
+        checkpoint.hypergradient(path, loss, np.ones(4))
+
+
+def test_hypergradient_needs_a_layout(forward_state, tmp_path):
+    state, _ = forward_state
+    checkpoint.save(state, tmp_path / "s")
+    with pytest.raises(CheckpointError, match="layout"):
+        checkpoint.hypergradient(tmp_path / "s", lambda w, m, t: 0.0, np.ones(N))

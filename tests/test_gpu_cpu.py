@@ -3,6 +3,7 @@ capacity bound, error decoding, and the CUDA kernels' source run on the CPU
 (compiled with the host C++ compiler) against the NumPy specification."""
 
 import importlib.util
+import os
 import pathlib
 import subprocess
 import sys
@@ -59,8 +60,9 @@ def test_importing_reversible_and_its_gpu_package_does_not_import_cupy():
             "    m = importlib.util.module_from_spec(spec); sys.modules['reversible.gpu'] = m; spec.loader.exec_module(m)\n"
             "import reversible.gpu.mlp, reversible.gpu.engine, reversible.gpu.front\n"
             "print('cupy' in sys.modules)")
+    path = os.pathsep.join([str(REPO)] + [p for p in sys.path if p])
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO,
-                         env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+                         env=dict(os.environ, PYTHONPATH=path))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "False"
 
@@ -202,9 +204,10 @@ def test_error_keys_decode_to_step_and_class():
 
 
 # ------------------------------------------------------------------ kernels on the CPU
+@pytest.mark.parametrize("fwd_kernel", engine.FWD_KERNELS)
 @pytest.mark.parametrize("regime", list(selfcheck.REGIMES))
-def test_emulated_kernels_are_bit_identical_to_numpy(regime, emu):
-    res = selfcheck.compare(regime, N=300, T=150, backend=emu, check_every=40)
+def test_emulated_kernels_are_bit_identical_to_numpy(regime, fwd_kernel, emu):
+    res = selfcheck.compare(regime, N=301, T=150, backend=emu, check_every=40, fwd_kernel=fwd_kernel)
     for key in ("weights_equal", "velocity_equal", "heads_equal", "pointers_equal", "tails_equal",
                 "reversed_exactly", "dw0_equal", "dv0_equal"):
         assert res[key], (key, res)
@@ -264,3 +267,7 @@ def test_emulated_mlp_training_matches_the_cpu_engine(emu):
     assert run.stats["reversed_exactly"]
     hg2 = run.hypergrad(dw)                  # keep=True: the VJP can be asked again
     assert np.array_equal(hg2["w0"], hg["w0"])
+
+
+def test_emulated_division_routine_matches_numpy(emu):
+    assert selfcheck.check_division(emu)

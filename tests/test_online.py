@@ -148,7 +148,7 @@ def test_hypergradient_descent_matches_its_definition():
     np.testing.assert_allclose(hv.history["h"][-1], reference(1)[2:], rtol=1e-10)
 
 
-def test_online_updates_move_hyperparameters_downhill_and_stay_in_range():
+def test_warmup_hyper_clip_rms_and_logistic_range():
     res = online.train_online(train_loss, val_loss, W0, np.array([0.5, 0.5]), 30, "clip100",
                               lr=0.3, beta=0.5, hyper_lr=1.0, transform="logistic", tune_lr=True,
                               hyper_clip=0.5, warmup=5, record_every=1)
@@ -158,6 +158,25 @@ def test_online_updates_move_hyperparameters_downhill_and_stay_in_range():
     assert steps.max() <= 0.5 + 1e-12                # clipped hyper steps
     m = np.asarray(res.meta)
     assert np.all((m > 0) & (m < 1))
+    # rho = 0: every step is hyper_lr * sign(h)
+    res = online.train_online(train_loss, val_loss, W0, META0, 6, "clip100", lr=0.3, beta=0.5,
+                              hyper_lr=0.01, transform="exp", tune_lr=True, hyper_rms=0.0,
+                              record_every=1)
+    du = np.diff(np.concatenate([[np.concatenate([np.log(META0), [np.log(0.3)]])],
+                                 res.history["u"]]), axis=0)
+    np.testing.assert_allclose(du, -0.01 * np.sign(res.history["h"]), rtol=1e-9)
+
+
+def test_problem_train_is_the_plain_loop():
+    prob = online.OnlineProblem(train_loss, val_loss, W0, META0, "exp", None, 1e-2, True, True, 0.5)
+    w, v = prob.train(np.concatenate(W0), np.zeros(5), np.log(META0), np.log(0.3), 2, 4)
+    b = float(online.effective_beta(0.5))
+    x, vv = np.concatenate(W0), np.zeros(5)
+    for t in range(2, 6):
+        vv = b * vv - (1 - b) * grad(lambda z: train_loss([z[:4], z[4:]], META0, t))(x)
+        x = x + 0.3 * vv
+    np.testing.assert_allclose(w, x, rtol=1e-12)
+    np.testing.assert_allclose(v, vv, rtol=1e-12)
 
 
 def test_non_finite_hypergradient_raises():
@@ -269,3 +288,23 @@ def test_quadratic_table_direction_clip_beats_short_unrolls():
         row = oq.summarise(q, oq.run(q, name, phases=phases))[0]
         err[name] = row["lam_abs_err"]
     assert err["clip5"] < 0.5 * err["unroll1"]
+
+
+# ----------------------------------------------------------------- experiments (slow)
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["online_quadratic", "online_digits", "online_graded"])
+def test_experiment_quick_runs_and_plots(name, tmp_path):
+    import importlib
+    import json
+
+    exp = importlib.import_module(f"experiments.{name}")
+    exp.main(["--quick", "--out", str(tmp_path)])
+    meta = json.loads((tmp_path / f"{name}.json").read_text())
+    assert meta["experiment"] == name and meta["rows"]
+    if name == "online_graded":       # never-clipped forward mode is the exact hypergradient
+        rows = [r for r in meta["rows"] if r["method"] == "clip1e12"]
+        assert all(abs(r["cos_l2"] - 1) < 1e-8 and abs(r["ratio_lr"] - 1) < 1e-6 for r in rows)
+    if name in ("online_quadratic", "online_graded"):
+        fig = importlib.import_module(f"figures.{name}")
+        paths = fig.plot(tmp_path, tmp_path)
+        assert all(p.stat().st_size > 1000 for p in paths)
