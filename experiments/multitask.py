@@ -26,10 +26,10 @@ NAME = "multitask"
 
 FULL = dict(n_alphabets=5, rotations="0,90", split="10,5,5", hidden="100,50", T=50, alpha=1.0,
             beta=0.9, log_l2=-4.0, init_log_scale=-2.0, init_sharing=0.5, meta_steps=20,
-            meta_lr=0.02, digit_groups=3)
+            meta_lr=0.02, digit_groups=3, image_size=28)
 QUICK = dict(n_alphabets=2, rotations="0,90", split="2,1,1", hidden="16", T=5, alpha=1.0,
              beta=0.9, log_l2=-4.0, init_log_scale=-2.0, init_sharing=0.5, meta_steps=2,
-             meta_lr=0.02, digit_groups=2)
+             meta_lr=0.02, digit_groups=2, image_size=28)
 SHARINGS = ("separate", "tied", "initial", "learned")
 
 
@@ -261,7 +261,11 @@ def main(argv=None):
     add_arguments(parser)
     args = parser.parse_args(argv)
     cfg = resolve(args)
-    data = load_data_from_args(args, kind="omniglot")
+    if args.omniglot_zip:
+        from reversible.data import load_omniglot
+        data = load_omniglot(args.omniglot_zip, size=cfg["image_size"])
+    else:
+        data = load_data_from_args(args, kind="omniglot")
     out, arrays = run(data, cfg, seed=args.seed, progress=not args.quick)
     path = save_results(args.out, NAME, out, arrays)
     for name, row in out["table"].items():

@@ -28,9 +28,9 @@ def plot(results_dir, out_dir):
     for method, style in (("neumann", "o-"), ("cg", "s-")):
         axes[0].plot(x, meta[method]["cosine"], style, label=method)
         axes[1].plot(x, np.array(meta[method]["l2_distance"]) / ref_norm, style, label=method)
-    colors = {"identity": "gray"}
-    for label, single in meta["single"].items():
-        c = colors.get(label)
+    colors = ["gray", "tab:green", "tab:red", "tab:purple"]
+    for n, (label, single) in enumerate(meta["single"].items()):
+        c = colors[n % len(colors)]
         axes[0].axhline(single["cosine"], ls="--", lw=1, color=c, label=label)
         axes[1].axhline(single["l2_distance"] / ref_norm, ls="--", lw=1, color=c, label=label)
     axes[0].set(xscale="log", xlabel="i + 1 (Neumann terms / CG iterations)",

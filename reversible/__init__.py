@@ -1,5 +1,6 @@
 """reversible: exact hypergradients through training by reversible SGD with momentum."""
 
+from . import checkpoint
 from .api import sgd
 from .buffer import InfoBuffer, effective_beta, quantize_beta
 from .errors import (BufferUnderflowError, CheckpointError, FixedPointOverflowError,

@@ -1,5 +1,6 @@
 """``reversible.sgd``: SGD with momentum as an autograd primitive whose VJP is a hypergradient method."""
 
+import inspect
 import time
 
 import autograd.numpy as anp
@@ -39,6 +40,7 @@ def sgd(train_loss, w0, alphas, betas, meta=None, *, v0=None, method="exact", fr
     ``ideal_bits_per_element_step``, ``reversed_exactly``, ...).
     """
     m = methods.get(method)
+    _check_options(m, options)
     structure = Structure(w0, "w0")
     G = structure.num_groups
     w0_flat = structure.flatten(w0)
@@ -119,11 +121,25 @@ def _sgd_vjp_maker(argnums, ans, args, kwargs):
 defvjp_argnums(_sgd_flat, _sgd_vjp_maker)
 
 
+def _check_options(method, options):
+    """Unknown keyword options for a method are a ValueError listing the ones it takes."""
+    params = inspect.signature(method.run).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    fixed = {"problem", "stats", "w0", "v0", "alphas", "betas", "meta"}
+    allowed = [name for name in params if name not in fixed]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"method {method.name!r} does not take option(s) {unknown}; "
+                         f"its options are {allowed or 'none'}")
+
+
 def _flatten_like(structure, x):
     s = Structure(x, "v0")
-    if s.shapes != structure.shapes:
-        raise ValueError(f"v0 must have the same structure as w0: shapes {s.shapes} vs {structure.shapes}")
-    return structure.flatten(x)
+    if s.tree != structure.tree:
+        raise ValueError(f"v0 must have the same structure as w0 (containers and shapes); got "
+                         f"shapes {s.shapes} for v0 and {structure.shapes} for w0")
+    return s.flatten(x)
 
 
 def _schedule(x, G, name):

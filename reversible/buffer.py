@@ -54,12 +54,12 @@ def quantize_beta(beta):
     if not np.all(np.isfinite(beta)):
         raise ValueError("betas must be finite; got NaN or Inf")
     if np.any(beta <= 0) or np.any(beta > 1):
-        bad = beta[(beta <= 0) | (beta > 1)].ravel()[0]
+        bad = float(beta[(beta <= 0) | (beta > 1)].ravel()[0])
         raise ValueError(f"every beta must lie in (0, 1]; got {bad!r}")
     n = np.rint(beta * BETA_ONE).astype(np.int64)
     if np.any(n < 1):
         raise ValueError(
-            f"beta {beta[n < 1].ravel()[0]!r} is below 2**-17 and rounds to zero "
+            f"beta {float(beta[n < 1].ravel()[0])!r} is below 2**-17 and rounds to zero "
             "at 16 bits; use beta >= 2**-16")
     return n
 

@@ -16,10 +16,11 @@ DEFAULT_FRAC_BITS = 52  # |x| < 2**11 = 2048, resolution 2**-52
 
 
 def check_frac_bits(frac_bits):
-    frac_bits = int(frac_bits)
-    if not 1 <= frac_bits <= 62:
-        raise ValueError(f"frac_bits must be an integer in [1, 62]; got {frac_bits}")
-    return frac_bits
+    """``frac_bits`` as an int after checking it is an integer in [1, 62]."""
+    if isinstance(frac_bits, bool) or not isinstance(frac_bits, (int, np.integer)) \
+            or not 1 <= frac_bits <= 62:
+        raise ValueError(f"frac_bits must be an integer in [1, 62]; got {frac_bits!r}")
+    return int(frac_bits)
 
 
 def limit(frac_bits):

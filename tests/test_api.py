@@ -344,7 +344,6 @@ def test_unknown_kernel_raises():
         reversible.sgd(lambda w, m, t: anp.sum(w**2), _W0, _A, _B, kernel="bogus")
 
 
-@pytest.mark.xfail(strict=True, reason="engine: v0 structure errors name w0 (api._flatten_like)")
 @pytest.mark.parametrize("w0, v0", [
     (_W0, [_W0]),
     ({"a": _W0, "b": _W0}, {"a": _W0, "c": _W0}),
@@ -356,7 +355,6 @@ def test_wrong_v0_structure_names_v0(w0, v0):
         reversible.sgd(loss, w0, _A, _B, v0=v0)
 
 
-@pytest.mark.xfail(strict=True, reason="engine: check_frac_bits truncates non-integers (int(1.5))")
 @pytest.mark.parametrize("bad", [1.5, "x", 30.2])
 def test_non_integer_frac_bits_rejected(bad):
     with pytest.raises(ValueError, match="frac_bits must be an integer"):

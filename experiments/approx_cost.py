@@ -1,0 +1,55 @@
+"""Time and peak memory of every hypergradient method against the horizon T.
+
+Runs :func:`reversible.compare.compare` on the built-in problem (MLP on the
+bundled digits, per-layer hyperparameters) for each T; wall time is that of
+``autograd.grad`` of the meta-objective (training + hypergradient), peak memory
+is what :mod:`tracemalloc` sees during a second run.
+
+    python -m experiments.approx_cost --out results [--quick] [--T 10 30 100 300 1000] [--jobs 10]
+"""
+
+import argparse
+import sys
+
+from experiments.common import add_common_arguments, save_results
+
+NAME = "approx_cost"
+METHODS = ("exact", "unrolled", "checkpointed", "forward", "drmad", "drmad_hybrid", "truncated",
+           "neumann", "cg", "identity")
+
+
+def run(args):
+    from reversible.compare import BuiltinProblem, compare
+    results = []
+    for T in args.T:
+        prob = BuiltinProblem(T, hidden=tuple(args.hidden), batch_size=args.batch_size,
+                              n_train=args.n_train, seed=args.seed)
+        table = compare(prob.objective, prob.hypers0(), args.methods, "exact", memory=True,
+                        jobs=args.jobs)
+        print(f"\n== T = {T} ==\n{table.format(kinds=False)}", flush=True)
+        results.append({"T": T, "N": prob.N, "rows": table.rows})
+    meta = {"experiment": NAME, "layer_sizes": prob.layer_sizes, "batch_size": args.batch_size,
+            "n_train": args.n_train, "seed": args.seed, "jobs": args.jobs, "methods": args.methods,
+            "results": results}
+    return save_results(args.out, NAME, meta)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    add_common_arguments(parser)
+    parser.add_argument("--T", type=int, nargs="+", default=None,
+                        help="horizons (default 10 30 100 300 1000; quick 5 10 20)")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), help="method specs")
+    parser.add_argument("--hidden", type=int, nargs="*", default=[32], help="hidden layer sizes")
+    parser.add_argument("--batch-size", type=int, default=50)
+    parser.add_argument("--n-train", type=int, default=1000)
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="worker processes, one method each (give each its own core)")
+    args = parser.parse_args(argv)
+    if args.T is None:
+        args.T = [5, 10, 20] if args.quick else [10, 30, 100, 300, 1000]
+    print("wrote", run(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

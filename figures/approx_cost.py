@@ -1,0 +1,62 @@
+"""Figure: wall time and peak memory of every hypergradient method against T (log-log).
+
+    python -m figures.approx_cost --results results --out docs/figures
+"""
+
+import argparse
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from experiments.common import load_results  # noqa: E402
+from figures.approx_horizon import save  # noqa: E402
+
+NAME = "approx_cost"
+
+
+def series(meta, label, key):
+    Ts, vals = [], []
+    for r in meta["results"]:
+        row = next((x for x in r["rows"] if x["method"] == label), None)
+        if row and not row.get("error") and row.get(key) is not None:
+            Ts.append(r["T"])
+            vals.append(row[key])
+    return np.array(Ts), np.array(vals)
+
+
+def plot(results_dir, out_dir):
+    meta, _ = load_results(results_dir, NAME)
+    labels = [row["method"] for row in meta["results"][0]["rows"]]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    markers = "os^vD<>pX*h"
+    for i, label in enumerate(labels):
+        for ax, key in zip(axes, ("seconds", "peak_mb")):
+            T, y = series(meta, label, key)
+            ax.plot(T, y, marker=markers[i % len(markers)], ls="-" if i < 8 else "--", label=label)
+    axes[0].set(xscale="log", yscale="log", xlabel="training steps T",
+                ylabel="wall time of the hypergradient (s)", title="time")
+    axes[1].set(xscale="log", yscale="log", xlabel="training steps T",
+                ylabel="peak traced memory (MiB)", title="memory")
+    axes[1].legend(fontsize=7, ncol=2)
+    N = meta["results"][0].get("N")
+    fig.suptitle(f"MLP {meta['layer_sizes']} on digits (N = {N} weights), batch "
+                 f"{meta['batch_size']}", fontsize=9)
+    fig.tight_layout()
+    return save(fig, out_dir, NAME)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--results", default="results", help=f"folder with {NAME}.json")
+    parser.add_argument("--out", default="docs/figures", help="folder for the PNG and PDF")
+    args = parser.parse_args(argv)
+    for p in plot(args.results, args.out):
+        print("wrote", p)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
