@@ -39,7 +39,8 @@ def run(args):
     from reversible.compare import BuiltinProblem, grade
     cfg = {"hidden": tuple(args.hidden), "batch_size": args.batch_size, "n_train": args.n_train,
            "seed": args.seed}
-    jobs = [(T, spec, cfg) for T in args.T for spec in methods_for(T, args.fraction)]
+    # longest horizons first, so that a pool finishes them together
+    jobs = [(T, spec, cfg) for T in sorted(args.T, reverse=True) for spec in methods_for(T, args.fraction)]
     if args.jobs > 1:
         from concurrent.futures import ProcessPoolExecutor
         with ProcessPoolExecutor(args.jobs) as pool:

@@ -32,6 +32,8 @@ def add_arguments(parser):
     parser.add_argument("--Ts", type=int, nargs="+", default=[10, 30, 100, 300, 1000, 3000],
                         help="training lengths of the memory sweep")
     parser.add_argument("--beta", type=float, default=0.9, help="momentum of the memory sweep")
+    parser.add_argument("--mem-hidden", type=int, nargs="*", default=[200, 50],
+                        help="hidden widths of the MLP of the memory sweep (none: logistic)")
     parser.add_argument("--alpha", type=float, default=0.1, help="learning rate")
     parser.add_argument("--batch", type=int, default=50, help="batch size")
     parser.add_argument("--n-train", type=int, default=1000, help="training examples")
@@ -41,6 +43,7 @@ def add_arguments(parser):
 def quick_settings(args):
     """Shrink ``args`` in place to a smoke test that runs in seconds."""
     args.betas, args.T, args.Ts, args.n_train = [0.3, 0.9, 0.99], 20, [5, 20], 200
+    args.mem_hidden = []
 
 
 def trajectory_bytes(N, T):
@@ -99,24 +102,28 @@ def run(args):
     measured, ideal = np.array(measured), np.array(ideal)
 
     Ts = np.array(args.Ts, dtype=np.int64)
+    mem_sizes = [data.d] + list(args.mem_hidden) + [data.n_classes]
+    mem_loss = make_train_loss(data, mem_sizes, args.batch, seed=args.seed)
+    mem_w0 = init_mlp(mem_sizes, scale=0.1, seed=args.seed)
+    N_mem = sum(w.size for w in mem_w0)
     buf_bytes, buf_bits = [], []
     for T in Ts:
-        st = _train(loss, w0, int(T), args.alpha, args.beta, reverse=False)
+        st = _train(mem_loss, mem_w0, int(T), args.alpha, args.beta, reverse=False)
         buf_bytes.append(st["buffer_bytes"])
         buf_bits.append(st["buffer_bits"])
     buf_bytes, buf_bits = np.array(buf_bytes, dtype=np.float64), np.array(buf_bits)
-    state = 16.0 * N                             # fixed-point w and v (int64)
+    state = 16.0 * N_mem                         # fixed-point w and v (int64)
     arrays = {
         "betas": betas, "log2_inv_beta": np.log2(1.0 / betas), "ideal_bits": ideal,
         "measured_bits": measured, "Ts": Ts, "buffer_bytes": buf_bytes,
         "buffer_bits": buf_bits,
         "exact_bytes": state + buf_bytes, "exact_ideal_bytes": state + buf_bits / 8.0,
-        "trajectory_bytes": np.array([trajectory_bytes(N, int(T)) for T in Ts]),
-        "checkpoint_bytes": np.array([checkpoint_bytes(N, int(T)) for T in Ts]),
+        "trajectory_bytes": np.array([trajectory_bytes(N_mem, int(T)) for T in Ts]),
+        "checkpoint_bytes": np.array([checkpoint_bytes(N_mem, int(T)) for T in Ts]),
     }
     i9 = int(np.argmin(np.abs(betas - 0.9)))
     summary = {"experiment": NAME, "dataset": data.name, "layer_sizes": sizes, "N": N,
-               "T_bits": args.T, "alpha": args.alpha, "beta_memory": args.beta,
+               "T_bits": args.T, "memory_layer_sizes": mem_sizes, "N_memory": N_mem, "alpha": args.alpha, "beta_memory": args.beta,
                "quick": args.quick, "reversed_exactly": all(exact_flags),
                "max_overhead_percent": float(100 * np.max(measured / ideal - 1.0)),
                "beta_closest_to_0.9": float(betas[i9]),

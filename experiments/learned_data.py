@@ -21,7 +21,7 @@ from experiments.common import add_common_arguments, load_data_from_args, save_r
 NAME = "learned_data"
 
 FULL = dict(n_valid=1000, n_test=5000, T=20, alpha=1.0, beta=0.9, init_log_l2=float(np.log(0.01)),
-            init_log_scale=-4.0, meta_steps=100, meta_lr=0.04)
+            init_log_scale=-4.0, meta_steps=200, meta_lr=0.04)
 QUICK = dict(n_valid=200, n_test=200, T=5, alpha=1.0, beta=0.9, init_log_l2=float(np.log(0.01)),
              init_log_scale=-4.0, meta_steps=3, meta_lr=0.04)
 

@@ -36,13 +36,13 @@ class DigitsSetup:
     """Data, losses and initial weights of the digits MLP with one global log-L2."""
 
     def __init__(self, n_train=300, n_val=300, hidden=32, batch=50, seed=0, scale=0.1,
-                 activation="tanh", per_group=False):
+                 activation="tanh", per_group=False, val_batch=50):
         ds = data.load_digits()
         self.train, self.val, self.test = data.split(
             ds, [n_train, n_val, ds.n - n_train - n_val], seed=seed)
         self.sizes = [ds.d, hidden, ds.n_classes]
         self.batch, self.seed, self.activation = batch, seed, activation
-        self.per_group = per_group
+        self.per_group, self.val_batch = per_group, val_batch
         self.G = len(models.mlp_shapes(self.sizes))
         self._base = models.make_train_loss(self.train, self.sizes, batch, seed=seed,
                                             activation=activation, l2="group")
@@ -56,8 +56,11 @@ class DigitsSetup:
         return self._base(w, meta[0] * anp.ones(self.G), t)
 
     def val_loss(self, w, t):
-        """NLL on validation minibatch ``t`` (seeded apart from the training batches)."""
-        idx = data.batch_indices(self.val.n, self.batch, self.seed + 1000, int(t))
+        """NLL on validation minibatch ``t`` (seeded apart from the training batches), or on
+        the whole validation set when ``val_batch`` is None."""
+        if self.val_batch is None:
+            return models.nll(w, self.val.X, self.val.y, self.activation)
+        idx = data.batch_indices(self.val.n, self.val_batch, self.seed + 1000, int(t))
         return models.nll(w, self.val.X[idx], self.val.y[idx], self.activation)
 
     def val_ce(self, w):

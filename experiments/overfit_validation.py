@@ -13,6 +13,7 @@ set.
 import argparse
 import time
 
+import autograd.numpy as anp
 import numpy as np
 from autograd.tracer import getval
 
@@ -22,9 +23,11 @@ from experiments.l2_per_weight import evaluate, logistic_setup, train_logistic
 NAME = "overfit_validation"
 
 FULL = dict(n_train=50, n_valid=50, n_test=5000, T=100, alpha=1.0, beta=0.9, batch=50,
-            init_log_l2=-4.0, init_log_scale=-4.0, meta_steps=300, meta_lr=0.2, extra_steps=0)
+            init_log_l2=-4.0, init_log_scale=-4.0, max_log_l2=2.0, meta_steps=300, meta_lr=0.2,
+            extra_steps=100)
 QUICK = dict(n_train=50, n_valid=50, n_test=200, T=5, alpha=1.0, beta=0.9, batch=50,
-             init_log_l2=-4.0, init_log_scale=-4.0, meta_steps=3, meta_lr=0.2, extra_steps=0)
+             init_log_l2=-4.0, init_log_scale=-4.0, max_log_l2=2.0, meta_steps=3, meta_lr=0.2,
+             extra_steps=0)
 
 
 def add_arguments(parser):
@@ -38,6 +41,13 @@ def resolve(args):
     cfg = dict(QUICK if args.quick else FULL)
     cfg.update({k: getattr(args, k) for k in FULL if getattr(args, k, None) is not None})
     return cfg
+
+
+def soft_cap(h, cap):
+    """``cap - softplus(cap - h)``: smooth, increasing, below ``cap``; keeps the decay
+    ``exp(log_l2)`` inside the stable range of SGD with momentum (alpha*lambda*(1-beta) <
+    2(1+beta)), where the weights would otherwise blow up."""
+    return cap - anp.logaddexp(0.0, cap - h)
 
 
 def run(data, cfg, seed=0, progress=True):
@@ -56,6 +66,7 @@ def run(data, cfg, seed=0, progress=True):
     state = {"hit": None}
 
     def meta_objective(h, i):
+        h = [soft_cap(x, cfg["max_log_l2"]) for x in h]
         w = train_logistic(train, layers, w0, h, cfg, seed)       # same batches every time
         last["w"] = [np.array(getval(x)) for x in w]
         return nll(w, valid.X, valid.y)
@@ -80,6 +91,7 @@ def run(data, cfg, seed=0, progress=True):
     best_test = int(np.argmax(curves["test_accuracy"]))
     # the hyperparameters of the last evaluated point (the callback stops before updating)
     learned = res.hypers_history[-1] if res.stopped_early else res.hypers
+    learned = [soft_cap(np.asarray(x), cfg["max_log_l2"]) for x in learned]
     out = {"experiment": NAME, "dataset": data.name, "config": cfg, "seed": seed,
            "n_hyperparameters": int(sum(x.size for x in init)),
            "reached_100_percent_valid_at": state["hit"], "meta_iterations": len(res.objectives),

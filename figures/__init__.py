@@ -10,14 +10,14 @@ __all__ = ["figure_parser", "save_figure"]
 
 
 def figure_parser(name, description):
-    """An argparse parser with ``--results`` (default ``results``) and ``--out`` (default ``figures``)."""
+    """An argparse parser with ``--results`` (default ``results``) and ``--out`` (default ``docs/figures``)."""
     p = argparse.ArgumentParser(prog=f"python -m figures.{name}", description=description)
     p.add_argument("--results", default="results", help="experiment results directory")
-    p.add_argument("--out", default="figures", help="where to write the PNG and PDF")
+    p.add_argument("--out", default="docs/figures", help="where to write the PNG and PDF")
     return p
 
 
-def save_figure(fig, out_dir, name, dpi=110):
+def save_figure(fig, out_dir, name, dpi=100):
     """Write ``out_dir/name.png`` and ``out_dir/name.pdf``; close the figure; return both paths."""
     import matplotlib.pyplot as plt
     out = pathlib.Path(out_dir)

@@ -95,6 +95,12 @@ def plot_smoothness(meta, arr):
         c = cmap(j / max(len(w_groups) - 1, 1))
         axes[0].plot(t, g[0, :, k], color=c, lw=1, label=f"weights layer {j + 1}")
         axes[1].plot(t, g[:, :, k].mean(axis=0), color=c, lw=1)
+    body = g[:, : max(1, int(0.9 * g.shape[1])), :][:, :, w_groups]
+    span = 2.5 * max(np.abs(body.mean(axis=0)).max(), np.abs(body[0]).max(), 1e-12)
+    if np.abs(g[:, :, w_groups]).max() > span:
+        axes[0].set_ylim(-span, span)
+        axes[1].text(0.02, 0.95, "y clipped: the last steps' gradients are larger",
+                     transform=axes[1].transAxes, fontsize=7, va="top")
     axes[0].set_title("one seed", fontsize=9)
     axes[1].set_title(f"mean over {g.shape[0]} seeds", fontsize=9)
     for ax in axes:

@@ -92,15 +92,19 @@ def _build():
         raise RuntimeError("no C++ compiler found (set CXX); the CPU emulation of the kernels needs one")
     code = _SHIM + _source.SOURCE + _launchers()
     tag = hashlib.sha1(code.encode()).hexdigest()[:12]
-    d = tempfile.mkdtemp(prefix="reversible_gpu_emu_")
-    src, lib = os.path.join(d, f"k_{tag}.cpp"), os.path.join(d, f"k_{tag}.so")
-    with open(src, "w") as f:
-        f.write(code)
-    cmd = [cxx, "-O2", "-std=c++14", "-ffp-contract=off", "-fno-fast-math", "-fno-strict-aliasing", "-shared", "-fPIC",
-           "-o", lib, src]
-    res = subprocess.run(cmd, capture_output=True, text=True)
-    if res.returncode != 0:
-        raise RuntimeError(f"compiling the kernel emulation failed:\n{res.stderr[-3000:]}")
+    lib = os.path.join(tempfile.gettempdir(), f"reversible_gpu_emu_{tag}_{os.getuid()}.so")
+    if os.path.exists(lib):
+        return ctypes.CDLL(lib)
+    with tempfile.TemporaryDirectory(prefix="reversible_gpu_emu_") as d:
+        src, tmp = os.path.join(d, "k.cpp"), os.path.join(d, "k.so")
+        with open(src, "w") as f:
+            f.write(code)
+        cmd = [cxx, "-O2", "-std=c++14", "-ffp-contract=off", "-fno-fast-math", "-fno-strict-aliasing",
+               "-shared", "-fPIC", "-o", tmp, src]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            raise RuntimeError(f"compiling the kernel emulation failed:\n{res.stderr[-3000:]}")
+        os.replace(tmp, lib)      # atomic: concurrent test runs never load a half-written library
     return ctypes.CDLL(lib)
 
 

@@ -76,9 +76,7 @@ class MLP:
 
     def batch(self, t):
         """``(X_t, onehot(y_t))``: a pure function of the step ``t``."""
-        xp = self.xp
         if self.batch_size == self.X.shape[0]:
-            idx = None
             X, y = self.X, self.y
         else:
             idx = self._perm[(int(t) * self.batch_size + self._ar) % self.X.shape[0]]

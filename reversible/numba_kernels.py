@@ -2,33 +2,35 @@
 
 The NumPy kernel (:data:`reversible.kernels.numpy_kernel`) makes a dozen
 passes over the parameter vector per step: the rANS bijection of
-:mod:`reversible.buffer` in several vectorised stages, then the fixed-point
-conversions and checked additions of :mod:`reversible.fixedpoint`.  Here one
-compiled loop does all of it element by element, with exactly the same integer
-and float64 operations in the same order, so the results (``W``, ``V``, buffer
-heads, pointers and tail words) agree bit for bit; ``tests/test_kernels.py``
-checks this.
+:mod:`reversible.buffer` in vectorised stages, then the conversions and
+checked additions of :mod:`reversible.fixedpoint`.  Here one compiled loop
+does a whole step element by element with the same integer results and the
+same float64 roundings, so ``W``, ``V``, buffer heads, pointers and tail words
+agree bit for bit (``tests/test_kernels.py`` checks this).
 
 Design points:
 
-* Elements are visited in *runs* of equal group index, so a run's alpha, n and
-  symbol-table constants (``q``, ``rho``, reciprocals) are computed once;
-  nothing per element is materialised.
-* The forward symbol decode ``cf // d`` (``cf < 2**24``) uses a float64
-  reciprocal and an exact one-step correction: no 64-bit division on the hot
-  forward path.
+* Elements are visited in *runs* of equal group index; a run's alpha, n and
+  symbol-table constants are computed once, nothing per element is built.
+* No division on the forward path: the symbol of ``cf < 2**24`` is
+  ``max(floor(cf / (q+1)), floor((cf - rho) / q))``, each floor taken from a
+  float64 product with a reciprocal rounded *up* by ``2**-40`` (exact for
+  numerators below ``2**38``; see :func:`_reciprocal_up`).
+* Fixed-point roundings: ``rint(((1 - beta) g) * 2**F)`` equals
+  ``rint(g * ((1 - beta) 2**F))`` and ``rint((alpha (V 2**-F)) 2**F)`` equals
+  ``rint(alpha V)`` bit for bit (scaling by a power of two commutes with
+  rounding; where a product would be subnormal both sides round to 0).
 * Tails stay in the :class:`~reversible.buffer.InfoBuffer` chunk list; the
-  loop gets the chunks' data addresses (an int64 array, rebuilt only when the
-  list changes) and views each chunk in place.  (A ``numba.typed.List``
-  mirror works too but its methods compile for seconds in every process.)  When an element
-  needs to push onto a full tail, the loop stops *before* changing that
-  element, Python appends one chunk (never copying history) and the loop
-  resumes there.
-* Errors do not raise inside the loop: each element's flags (NaN/Inf,
-  overflow per stage, empty pop) are committed to a status vector, and the
-  wrapper raises the same exception class with the same message as the NumPy
-  kernel, choosing the stage NumPy would have reported first.  As with the
-  NumPy kernel, the state after an error is not usable.
+  loops get the chunks' data addresses (rebuilt only when the list changes)
+  and view each chunk in place.  Forward pushes (about 0.5 % of
+  element-steps at beta = 0.9) are queued in a small scratch list and written
+  after the run; when a tail is full, control returns to Python, which appends
+  one chunk (never copying history) and resumes.
+* Errors never raise inside a loop: the loops OR flags into a status vector
+  and the wrapper replays the failing stage with the NumPy functions
+  (:func:`~reversible.fixedpoint.to_fixed`, ``checked_add``), so the
+  exception class and message are exactly NumPy's.  As with the NumPy
+  kernel, the state after an error is not usable.
 
 ``W`` and ``V`` are updated in place (and returned).
 """
@@ -44,12 +46,12 @@ from numba.core.extending import intrinsic
 
 from .buffer import BETA_ONE
 from .errors import BufferUnderflowError, FixedPointOverflowError
-from .fixedpoint import _remedy, _where, to_fixed, to_float
+from .fixedpoint import _remedy, _where, checked_add, to_fixed, to_float
 
-# status vector (int64) filled by the loops: a flag per checked stage, the first element
-# (+1) whose pop found an empty tail, per buffer scheme, and whether a pop emptied a chunk
-_BAD1, _BAD2, _BAD3, _BAD4, _UF_FUSED, _UF_TWO, _EMPTIED = range(7)
-_STATUS_LEN = 7
+# status vector (int64): any fixed-point problem, velocity-add overflow (reverse),
+# first element (+1) whose pop found an empty tail per scheme, a pop emptied a chunk
+_BAD, _BAD_VEL, _UF_FUSED, _UF_TWO, _EMPTIED = range(5)
+_STATUS_LEN = 5
 
 _JIT = dict(nogil=True, cache=True, error_model="numpy", fastmath=False)
 
@@ -60,6 +62,7 @@ _HEAD_LOW = np.uint64(1 << 31)       # heads live in [2**31, 2**63)
 _HEAD_HIGH = np.uint64(1 << 63)
 _SPILL_TWO = np.uint64(1 << 47)      # two-step push of 16 raw bits spills above this
 _HALF = BETA_ONE >> 1
+_SCRATCH = 1 << 16                   # queued forward pushes before a flush
 
 
 # ------------------------------------------------------------------ tail access
@@ -97,52 +100,52 @@ def _pop(addrs, rows, N, ptr, i, h, status, which):
     return (h << _U32) | np.uint64(chunk[row, i])
 
 
-# ------------------------------------------------------------- element helpers
 @njit(**_JIT)
-def _fix(x, scale):
-    """``rint(x * scale)`` as int64 and whether it is valid (finite, |.| < 2**63).
+def _flush(spill, k, ptr, addrs, rows, N):
+    """Write ``k`` queued pushes ``(i << 32) | word``; False (nothing written) if a tail is full."""
+    capacity = addrs.shape[0] * rows
+    for e in range(k):
+        if ptr[spill[e] >> 32] >= capacity:
+            return False
+    for e in range(k):
+        i = spill[e] >> 32
+        p = ptr[i]
+        chunk, row = _chunk_of(addrs, rows, N, p)
+        chunk[row, i] = np.uint32(spill[e] & 0xFFFFFFFF)
+        ptr[i] = p + 1
+    return True
 
-    NaN, Inf and overflow all fail the one comparison; the wrapper re-runs
-    the NumPy ``to_fixed`` to tell them apart in the message.
-    """
-    s = np.rint(x * scale)
-    ok = abs(s) < _TWO63
-    return (np.int64(s) if ok else np.int64(0)), ok
 
-
+# ----------------------------------------------------------------- constants
 @njit(**_JIT)
-def _decode(cf, q, rho, bound, inv_q1, inv_q):
-    """Decode ``cf < 2**24`` in the ``(q, rho)`` table: (frequency d, cf - cumfreq, symbol u).
+def _reciprocal_up(d):
+    """``1/d`` rounded up by about ``2**-40`` relative.
 
-    Same result as ``buffer._decode_symbol``/``_freq_cum``: symbols below
-    ``rho`` (cf below ``bound = rho*(q+1)``) have frequency q+1, the others q.
-    The float64 reciprocal is off by at most one; the remainder test fixes it.
+    For an integer ``0 <= x < 2**38``, ``int(x * _reciprocal_up(d))`` is
+    exactly ``x // d``: the product lies in ``[x/d, x/d + 2**-38.9 x/d)``,
+    and a non-integer ``x/d`` is at least ``1/d`` below the next integer.
     """
-    if cf < bound:
-        d = q + 1
-        a = cf
-        inv = inv_q1
-    else:
-        d = q
-        a = cf - rho
-        inv = inv_q
-    u = np.int64(np.float64(a) * inv)
-    rem = a - u * d
-    if rem < 0:
-        u -= 1
-        rem += d
-    elif rem >= d:
-        u += 1
-        rem -= d
-    return d, rem, u
+    return (1.0 / np.float64(d)) * (1.0 + 2.0 ** -40)
 
 
 @njit(**_JIT)
 def _table(n):
-    """Symbol table of ``n``: q, rho, the boundary rho*(q+1) and the reciprocals of q+1, q."""
+    """Symbol table of ``n`` (total 2**24): ``q, rho`` and reciprocals of ``q + 1`` and ``q``."""
     q = np.int64(1 << 24) // n
     rho = np.int64(1 << 24) - q * n
-    return q, rho, rho * (q + 1), 1.0 / np.float64(q + 1), 1.0 / np.float64(q)
+    return q, rho, _reciprocal_up(q + 1), _reciprocal_up(q)
+
+
+@njit(**_JIT)
+def _decode(cf, q, rho, iq1, iq):
+    """Symbol ``u`` of ``0 <= cf < 2**24``, its frequency and ``cf - cumfreq(u)``.
+
+    Symbols below ``rho`` have frequency ``q + 1``, the others ``q`` (as
+    ``buffer._decode_symbol``); ``max`` picks the right one of the two
+    candidate quotients without a branch.
+    """
+    u = max(np.int64(np.float64(cf) * iq1), np.int64(np.float64(cf - rho) * iq))
+    return u, q + (u < rho), cf - u * q - min(u, rho)
 
 
 @njit(**_JIT)
@@ -150,6 +153,14 @@ def _freq_cum(u, q, rho):
     if u < rho:
         return q + 1, u * (q + 1)
     return q, u * q + rho
+
+
+@njit(**_JIT)
+def _fix(x):
+    """``rint(x)`` as int64 and whether it is valid (finite, ``|.| < 2**63``)."""
+    s = np.rint(x)
+    ok = abs(s) < _TWO63
+    return (np.int64(s) if ok else np.int64(0)), ok
 
 
 @njit(**_JIT)
@@ -166,201 +177,188 @@ def _floordiv_big_n(v, n, inv_n):
     return qv, r
 
 
-@njit(**_JIT)
-def _commit(status, ok1, acc2, ok3, acc4):
-    if not ok1:
-        status[_BAD1] = 1
-    if acc2 < 0:
-        status[_BAD2] = 1
-    if not ok3:
-        status[_BAD3] = 1
-    if acc4 < 0:
-        status[_BAD4] = 1
-
-
-# --------------------------------------------------------- forward, per scheme
-# Each loop: multiply V by n / 2**16 through the buffer, then
-#   V <- V - fix((1 - beta) g),  W <- W + fix(alpha * V)
-# (checked_add's overflow test: ((X ^ S) & (D ^ S)) < 0, OR-ed over the run).
-# An element that must push onto a full tail is left untouched and its index
-# returned, so the caller can add a chunk and resume there.
+# ------------------------------------------------------------------ forward
+# Each loop: V <- V * n / 2**16 through the buffer, then
+#   V <- V - fix((1 - beta) g),  W <- W + fix(alpha V)
+# with checked_add's overflow test ((X ^ S) & (D ^ S)) < 0 OR-ed into `acc`.
+# Loops run over slices so indices are provably >= 0 (numba otherwise emits
+# negative-index handling on every access, measured 2-3x slower), and helpers
+# take scalars only (array arguments cost reference counting per call).
 
 @njit(**_JIT)
-def _fixed_point_forward(v, w, gi, omb, alpha, scale, inv_scale):
-    """Scalars only (array arguments would cost reference counting per call)."""
-    D1, ok1 = _fix(omb * gi, scale)
-    vn = v - D1
-    o2 = (v ^ vn) & ((-D1) ^ vn)
-    D3, ok3 = _fix(alpha * (np.float64(vn) * inv_scale), scale)
-    wn = w + D3
-    o4 = (w ^ wn) & (D3 ^ wn)
-    return vn, wn, ok1, o2, ok3, o4
-
-
-@njit(**_JIT)
-def _forward_identity(W, V, g, lo, hi, alpha, scale, inv_scale, status):
-    ok1, acc2, ok3, acc4 = True, np.int64(0), True, np.int64(0)
-    Vs, Ws, gs = V[lo:hi], W[lo:hi], g[lo:hi]      # slices: indices provably >= 0 (faster)
+def _forward_identity(W, V, g, lo, hi, alpha, status):
+    ok, acc = True, np.int64(0)
+    Vs, Ws, gs = V[lo:hi], W[lo:hi], g[lo:hi]
     for j in range(Vs.shape[0]):
-        vn, wn, a, b, c, d = _fixed_point_forward(Vs[j], Ws[j], gs[j], 0.0, alpha, scale,
-                                                  inv_scale)
+        v = Vs[j]
+        D1, ok1 = _fix(gs[j] * 0.0)
+        vn = v - D1
+        D3, ok3 = _fix(alpha * np.float64(vn))
+        w = Ws[j]
+        wn = w + D3
+        ok &= ok1 & ok3
+        acc |= ((v ^ vn) & ((-D1) ^ vn)) | ((w ^ wn) & (D3 ^ wn))
         Vs[j] = vn
         Ws[j] = wn
-        ok1 &= a
-        acc2 |= b
-        ok3 &= c
-        acc4 |= d
-    _commit(status, ok1, acc2, ok3, acc4)
-    return -1
+    if not ok or acc < 0:
+        status[_BAD] = 1
 
 
 @njit(**_JIT)
-def _forward_fused(W, V, g, lo, hi, n, alpha, head, ptr, addrs, rows, scale, inv_scale, status):
-    # The hot loop: helpers are written out by hand (calls here measured 2-3x slower).
-    q, rho, bound, inv_q1, inv_q = _table(n)
-    omb = np.float64(BETA_ONE - n) * 2.0 ** -16
-    capacity = addrs.shape[0] * rows
-    N = V.shape[0]
-    ok1, acc2, ok3, acc4 = True, np.int64(0), True, np.int64(0)
+def _forward_fused(W, V, g, lo, hi, n, alpha, c1, head, status, spill):
+    """Fused bijection (1/2 < beta < 1) over ``lo..hi-1``; returns (next element, queued pushes).
+
+    Stops early when the push queue ``spill`` is full.  The hot loop of the
+    package: everything is written out inline.
+    """
+    q, rho, iq1, iq = _table(n)
+    ok, acc = True, np.int64(0)
     Vs, Ws, gs, hs = V[lo:hi], W[lo:hi], g[lo:hi], head[lo:hi]
+    cap = spill.shape[0]
+    k = 0
+    done = Vs.shape[0]
     for j in range(Vs.shape[0]):
         v = Vs[j]
         h = hs[j]
-        # rANS: push the 16 low bits of v, pop u in [0, n) (as _decode)
+        # rANS: push the 16 low bits of v, pop u in [0, n), one bijection of total 2**24
         cf = (np.int64(h & _MASK8) << 16) | (v & 0xFFFF)
-        if cf < bound:
-            d = q + 1
-            a = cf
-            inv = inv_q1
-        else:
-            d = q
-            a = cf - rho
-            inv = inv_q
-        u = np.int64(np.float64(a) * inv)
-        rem = a - u * d
-        if rem < 0:
-            u -= 1
-            rem += d
-        elif rem >= d:
-            u += 1
-            rem -= d
-        h = np.uint64(d) * (h >> _U8) + np.uint64(rem)
+        u = max(np.int64(np.float64(cf) * iq1), np.int64(np.float64(cf - rho) * iq))
+        h = np.uint64(q + (u < rho)) * (h >> _U8) + np.uint64(cf - u * q - min(u, rho))
+        full = False
         if h >= _HEAD_HIGH:
-            i = lo + j
-            p = ptr[i]
-            if p >= capacity:
-                _commit(status, ok1, acc2, ok3, acc4)
-                return i
-            chunk, row = _chunk_of(addrs, rows, N, p)
-            chunk[row, i] = np.uint32(h & _MASK32)
-            ptr[i] = p + 1
+            spill[k] = ((lo + j) << 32) | np.int64(h & _MASK32)
+            k += 1
             h >>= _U32
+            full = k == cap
         hs[j] = h
         v = (v >> 16) * n + u
-        # fixed point (as _fixed_point_forward)
-        s1 = np.rint((omb * gs[j]) * scale)
-        ok = abs(s1) < _TWO63
-        ok1 &= ok
-        D1 = np.int64(s1) if ok else np.int64(0)
+        # fixed point
+        s1 = np.rint(gs[j] * c1)
+        ok1 = abs(s1) < _TWO63
+        D1 = np.int64(s1) if ok1 else np.int64(0)
         vn = v - D1
-        acc2 |= (v ^ vn) & ((-D1) ^ vn)
-        s3 = np.rint((alpha * (np.float64(vn) * inv_scale)) * scale)
-        ok = abs(s3) < _TWO63
-        ok3 &= ok
-        D3 = np.int64(s3) if ok else np.int64(0)
+        s3 = np.rint(alpha * np.float64(vn))
+        ok3 = abs(s3) < _TWO63
+        D3 = np.int64(s3) if ok3 else np.int64(0)
         w = Ws[j]
         wn = w + D3
-        acc4 |= (w ^ wn) & (D3 ^ wn)
+        ok &= ok1 & ok3
+        acc |= ((v ^ vn) & ((-D1) ^ vn)) | ((w ^ wn) & (D3 ^ wn))
         Vs[j] = vn
         Ws[j] = wn
-    _commit(status, ok1, acc2, ok3, acc4)
-    return -1
+        if full:
+            done = j + 1
+            break
+    if not ok or acc < 0:
+        status[_BAD] = 1
+    return lo + done, k
 
 
 @njit(**_JIT)
-def _forward_two_step(W, V, g, lo, hi, n, alpha, head, ptr, addrs, rows, scale, inv_scale,
-                      status):
-    q, rho, bound, inv_q1, inv_q = _table(n)
-    omb = np.float64(BETA_ONE - n) * 2.0 ** -16
+def _forward_two_step(W, V, g, lo, hi, n, alpha, c1, head, ptr, addrs, rows, status):
+    """Two steps (beta <= 1/2) over ``lo..hi-1``; returns -1, or the element whose tail is full.
+
+    Push and pop can hit the same tail within one element, so pushes are
+    written at once; a full tail stops the loop *before* that element changes.
+    """
+    q, rho, iq1, iq = _table(n)
     capacity = addrs.shape[0] * rows
     N = V.shape[0]
-    ok1, acc2, ok3, acc4 = True, np.int64(0), True, np.int64(0)
+    ok, acc = True, np.int64(0)
     Vs, Ws, gs, hs = V[lo:hi], W[lo:hi], g[lo:hi], head[lo:hi]
+    stopped = -1
     for j in range(Vs.shape[0]):
-        i = lo + j
         v = Vs[j]
         h = hs[j]
         if h >= _SPILL_TWO:                   # push 16 raw bits: make room first
+            i = lo + j
             p = ptr[i]
             if p >= capacity:
-                _commit(status, ok1, acc2, ok3, acc4)
-                return i
+                stopped = i
+                break
             chunk, row = _chunk_of(addrs, rows, N, p)
             chunk[row, i] = np.uint32(h & _MASK32)
             ptr[i] = p + 1
             h >>= _U32
         h = (h << _U16) | np.uint64(v & 0xFFFF)
-        cf = np.int64(h & _MASK24)            # pop u in [0, n) with total 2**24
-        d, rem, u = _decode(cf, q, rho, bound, inv_q1, inv_q)
-        h = np.uint64(d) * (h >> _U24) + np.uint64(rem)
+        u, f, rem = _decode(np.int64(h & _MASK24), q, rho, iq1, iq)    # pop u, total 2**24
+        h = np.uint64(f) * (h >> _U24) + np.uint64(rem)
         if h < _HEAD_LOW:
-            h = _pop(addrs, rows, N, ptr, i, h, status, _UF_TWO)
+            h = _pop(addrs, rows, N, ptr, lo + j, h, status, _UF_TWO)
         hs[j] = h
-        vn, wn, a, b, c, e = _fixed_point_forward((v >> 16) * n + u, Ws[j], gs[j], omb, alpha,
-                                                  scale, inv_scale)
+        v = (v >> 16) * n + u
+        D1, ok1 = _fix(gs[j] * c1)
+        vn = v - D1
+        D3, ok3 = _fix(alpha * np.float64(vn))
+        w = Ws[j]
+        wn = w + D3
+        ok &= ok1 & ok3
+        acc |= ((v ^ vn) & ((-D1) ^ vn)) | ((w ^ wn) & (D3 ^ wn))
         Vs[j] = vn
         Ws[j] = wn
-        ok1 &= a
-        acc2 |= b
-        ok3 &= c
-        acc4 |= e
-    _commit(status, ok1, acc2, ok3, acc4)
-    return -1
+    if not ok or acc < 0:
+        status[_BAD] = 1
+    return stopped
 
 
 @njit(**_JIT)
 def _forward_loop(W, V, g, starts, run_group, alpha_row, n_row, head, ptr, addrs, rows,
-                  frac_bits, start, status):
-    """One forward step over elements ``start..N-1``; returns -1, or the element to resume at."""
+                  frac_bits, status, resume, spill):
+    """One forward step; returns True when done, False when a tail needs another chunk.
+
+    ``resume = [first element to process, pushes still queued in spill]``
+    carries the position across calls.
+    """
+    N = V.shape[0]
     scale = 2.0 ** frac_bits
-    inv_scale = 2.0 ** -frac_bits
+    if resume[1] > 0:
+        if not _flush(spill, resume[1], ptr, addrs, rows, N):
+            return False
+        resume[1] = 0
     for r in range(starts.shape[0] - 1):
-        lo = max(starts[r], start)
+        lo = max(starts[r], resume[0])
         hi = starts[r + 1]
         if lo >= hi:
             continue
         n = n_row[run_group[r]]
         alpha = alpha_row[run_group[r]]
+        c1 = (np.float64(BETA_ONE - n) * 2.0 ** -16) * scale      # (1 - beta) 2**F, exact
         if n == BETA_ONE:
-            res = _forward_identity(W, V, g, lo, hi, alpha, scale, inv_scale, status)
+            _forward_identity(W, V, g, lo, hi, alpha, status)
         elif n > _HALF:
-            res = _forward_fused(W, V, g, lo, hi, n, alpha, head, ptr, addrs, rows, scale,
-                                 inv_scale, status)
+            while lo < hi:
+                lo, k = _forward_fused(W, V, g, lo, hi, n, alpha, c1, head, status, spill)
+                if k > 0 and not _flush(spill, k, ptr, addrs, rows, N):
+                    resume[0] = lo
+                    resume[1] = k
+                    return False
         else:
-            res = _forward_two_step(W, V, g, lo, hi, n, alpha, head, ptr, addrs, rows, scale,
-                                    inv_scale, status)
-        if res >= 0:
-            return res
-    return -1
+            stopped = _forward_two_step(W, V, g, lo, hi, n, alpha, c1, head, ptr, addrs, rows,
+                                        status)
+            if stopped >= 0:
+                resume[0] = stopped
+                return False
+        resume[0] = hi
+    return True
 
 
 # ------------------------------------------------------------------ reverse
 @njit(**_JIT)
-def _reverse_position_loop(W, V, starts, run_group, alpha_row, frac_bits, status):
-    """``W -= fix(alpha * V)`` in place, with the checks of the NumPy kernel."""
-    scale = 2.0 ** frac_bits
-    inv_scale = 2.0 ** -frac_bits
-    ok3, acc4 = True, np.int64(0)
+def _reverse_position_loop(W, V, starts, run_group, alpha_row, status):
+    """``W -= fix(alpha V)`` in place."""
+    ok, acc = True, np.int64(0)
     for r in range(starts.shape[0] - 1):
         alpha = alpha_row[run_group[r]]
-        for i in range(starts[r], starts[r + 1]):
-            D, ok = _fix(alpha * (np.float64(V[i]) * inv_scale), scale)
-            w = W[i]
+        Vs, Ws = V[starts[r]:starts[r + 1]], W[starts[r]:starts[r + 1]]
+        for j in range(Vs.shape[0]):
+            D, ok1 = _fix(alpha * np.float64(Vs[j]))
+            w = Ws[j]
             wn = w - D
-            ok3 &= ok
-            acc4 |= (w ^ wn) & ((-D) ^ wn)
-            W[i] = wn
-    _commit(status, True, np.int64(0), ok3, acc4)
+            ok &= ok1
+            acc |= (w ^ wn) & ((-D) ^ wn)
+            Ws[j] = wn
+    if not ok or acc < 0:
+        status[_BAD] = 1
 
 
 @njit(**_JIT)
@@ -369,53 +367,56 @@ def _reverse_velocity_loop(V, g, starts, run_group, n_row, head, ptr, addrs, row
     """Undo the velocity update over elements ``start..N-1``; returns -1 or a resume index.
 
     Per element: ``V += fix((1 - beta) g)`` (checked), then the inverse of the
-    buffer multiply.  Only the two-step scheme pushes in reverse; an element
-    that finds its tail full is redone from the start after the caller grows
-    the buffer (flags are OR-ed, so redoing is harmless).
+    buffer multiply.  Only the two-step scheme pushes here; an element that
+    finds its tail full is redone from its start after the caller grows the
+    buffer (flags are OR-ed, so redoing is harmless).
     """
     scale = 2.0 ** frac_bits
     capacity = addrs.shape[0] * rows
     N = V.shape[0]
-    ok1, acc2 = True, np.int64(0)
+    ok, acc = True, np.int64(0)
+    stopped = -1
     for r in range(starts.shape[0] - 1):
         lo = max(starts[r], start)
         hi = starts[r + 1]
         if lo >= hi:
             continue
         n = n_row[run_group[r]]
-        omb = np.float64(BETA_ONE - n) * 2.0 ** -16
-        q, rho, bound, inv_q1, inv_q = _table(n)
+        c1 = (np.float64(BETA_ONE - n) * 2.0 ** -16) * scale
+        q, rho, _, _ = _table(n)
         inv_n = 1.0 / np.float64(n)
-        for i in range(lo, hi):
-            D1, ok = _fix(omb * g[i], scale)
-            v0 = V[i]
+        Vs, gs, hs = V[lo:hi], g[lo:hi], head[lo:hi]
+        for j in range(Vs.shape[0]):
+            D1, ok1 = _fix(gs[j] * c1)
+            v0 = Vs[j]
             v = v0 + D1
-            ok1 &= ok
-            acc2 |= (v0 ^ v) & (D1 ^ v)
+            ok &= ok1
+            acc |= (v0 ^ v) & (D1 ^ v)
             if n == BETA_ONE:
-                V[i] = v
+                Vs[j] = v
                 continue
-            h = head[i]
+            h = hs[j]
             if n > _HALF:                     # fused bijection
                 qv, u = _floordiv_big_n(v, n, inv_n)
                 f, c = _freq_cum(u, q, rho)
                 fu = np.uint64(f)
                 if h < (fu << _U23):
-                    h = _pop(addrs, rows, N, ptr, i, h, status, _UF_FUSED)
+                    h = _pop(addrs, rows, N, ptr, lo + j, h, status, _UF_FUSED)
                 hq = h // fu
                 cf = c + np.int64(h - hq * fu)
-                head[i] = (hq << _U8) + np.uint64(cf >> 16)
-                V[i] = (qv << 16) + (cf & 0xFFFF)
+                hs[j] = (hq << _U8) + np.uint64(cf >> 16)
+                Vs[j] = (qv << 16) + (cf & 0xFFFF)
             else:                             # two steps: push u back, pop 16 raw bits
                 qv = v // n
                 u = v - qv * n
                 f, c = _freq_cum(u, q, rho)
                 fu = np.uint64(f)
                 if h >= (fu << _U39):
+                    i = lo + j
                     p = ptr[i]
                     if p >= capacity:
-                        _commit(status, ok1, acc2, True, np.int64(0))
-                        return i
+                        stopped = i
+                        break
                     chunk, row = _chunk_of(addrs, rows, N, p)
                     chunk[row, i] = np.uint32(h & _MASK32)
                     ptr[i] = p + 1
@@ -425,11 +426,16 @@ def _reverse_velocity_loop(V, g, starts, run_group, n_row, head, ptr, addrs, row
                 rbits = np.int64(h & _MASK16U)
                 h >>= _U16
                 if h < _HEAD_LOW:
-                    h = _pop(addrs, rows, N, ptr, i, h, status, _UF_TWO)
-                head[i] = h
-                V[i] = (qv << 16) + rbits
-    _commit(status, ok1, acc2, True, np.int64(0))
-    return -1
+                    h = _pop(addrs, rows, N, ptr, lo + j, h, status, _UF_TWO)
+                hs[j] = h
+                Vs[j] = (qv << 16) + rbits
+        if stopped >= 0:
+            break
+    if not ok:
+        status[_BAD] = 1
+    if acc < 0:
+        status[_BAD_VEL] = 1
+    return stopped
 
 
 @njit(**_JIT)
@@ -464,8 +470,7 @@ def _plan(group_index):
     hit = _RUN_CACHE.get(id(group_index))
     if hit is not None and hit[0] is group_index:
         return hit[1], hit[2]
-    gi = np.ascontiguousarray(group_index, dtype=np.int64)
-    starts, groups = _runs(gi)
+    starts, groups = _runs(np.ascontiguousarray(group_index, dtype=np.int64))
     if len(_RUN_CACHE) >= 16:
         _RUN_CACHE.pop(next(iter(_RUN_CACHE)))
     _RUN_CACHE[id(group_index)] = (group_index, starts, groups)
@@ -480,9 +485,10 @@ def _mirror(buffer):
         return entry[1]
     shape = (buffer.chunk_rows, buffer.size)
     for c in chunks:
-        if c.dtype != np.uint32 or c.shape != shape or not c.flags.c_contiguous or not c.flags.writeable:
-            raise TypeError(f"information-buffer chunks must be writeable C-contiguous uint32{list(shape)} "
-                            "arrays")
+        if (c.dtype != np.uint32 or c.shape != shape or not c.flags.c_contiguous
+                or not c.flags.writeable):
+            raise TypeError("information-buffer chunks must be writeable C-contiguous "
+                            f"uint32{list(shape)} arrays")
     addrs = np.array([c.__array_interface__["data"][0] for c in chunks], dtype=np.int64)
     _MIRRORS[buffer] = (list(chunks), addrs)    # the refs keep the chunks alive while cached
     return addrs
@@ -502,88 +508,95 @@ def _release(buffer):
         buffer.chunks.pop()
 
 
-def _i64(x):
-    return np.ascontiguousarray(x, dtype=np.int64)
-
-
-def _f64(x):
-    return np.ascontiguousarray(x, dtype=np.float64)
+def _check_buffer(buffer, N):
+    if buffer.size != N or buffer.head.dtype != np.uint64 or buffer.ptr.dtype != np.int64:
+        raise ValueError(f"buffer of {buffer.size} elements does not match {N} values")
 
 
 def _per_element(row, schedule):
     return row[0] if row.shape[0] == 1 else row[schedule.group_index]
 
 
+def _underflow(status):
+    for which in (_UF_FUSED, _UF_TWO):      # NumPy handles fused elements first
+        if status[which]:
+            raise BufferUnderflowError(
+                f"information buffer of element {int(status[which]) - 1} is empty but a pop "
+                "needs a word: the buffer is corrupt or the reverse pass does not mirror the "
+                "forward pass")
+
+
+# The replays below run the NumPy functions of the failing step on values
+# reconstructed from the outputs (each addition is undone by wrap-around
+# subtraction), so errors carry NumPy's exact class and message.
 _GRAD_STEP = "gradient step (1 - beta) * g"
 _WEIGHT_STEP = "weight step alpha * v"
 
 
-def _raise(status, stages, frac_bits, t):
-    """Raise the error the NumPy kernel raises first; ``stages`` lists them in NumPy's order.
+def _grad_increment(g, n_row, schedule, frac_bits, t):
+    one_minus_beta = (BETA_ONE - _per_element(n_row, schedule)) * 2.0 ** -16
+    return to_fixed(one_minus_beta * g, frac_bits, _GRAD_STEP, t)
 
-    A failed conversion is re-run through :func:`reversible.fixedpoint.to_fixed`
-    on the stage's values, so its message (NaN count or largest magnitude) is
-    NumPy's own.
-    """
-    for stage in stages:
-        if stage[0] == "underflow":
-            for which in (_UF_FUSED, _UF_TWO):      # NumPy handles fused elements first
-                if status[which]:
-                    raise BufferUnderflowError(
-                        f"information buffer of element {int(status[which]) - 1} is empty but a "
-                        "pop needs a word: the buffer is corrupt or the reverse pass does not "
-                        "mirror the forward pass")
-        elif stage[0] == "to_fixed" and status[stage[1]]:
-            _, _, what, values = stage
-            to_fixed(values(), frac_bits, what, t)
-            raise AssertionError(f"numba kernel flagged {what} at step {t} but NumPy did not")
-        elif stage[0] == "add" and status[stage[1]]:
-            raise FixedPointOverflowError(f"{_where(stage[2], t)} overflows the fixed-point "
-                                          "range; " + _remedy(frac_bits))
+
+def _weight_increment(V, alpha_row, schedule, frac_bits, t):
+    return to_fixed(_per_element(alpha_row, schedule) * to_float(V, frac_bits), frac_bits,
+                    _WEIGHT_STEP, t)
+
+
+def _undo(S, D, subtract):
+    with np.errstate(over="ignore"):
+        return S + D if subtract else S - D
+
+
+def _replay_forward(W, V, g, alpha_row, n_row, schedule, frac_bits, t):
+    D1 = _grad_increment(g, n_row, schedule, frac_bits, t)
+    checked_add(_undo(V, D1, True), D1, frac_bits, "velocity", t, subtract=True)
+    D3 = _weight_increment(V, alpha_row, schedule, frac_bits, t)
+    checked_add(_undo(W, D3, False), D3, frac_bits, "weights", t)
+    raise AssertionError(f"numba kernel flagged step {t} but the NumPy replay passed")
 
 
 def forward_step(W, V, g, alpha_row, n_row, schedule, buffer, frac_bits, t):
-    W, V, g = _i64(W), _i64(V), _f64(g)
-    alpha_row, n_row = _f64(alpha_row), _i64(n_row)
+    W = np.ascontiguousarray(W, dtype=np.int64)
+    V = np.ascontiguousarray(V, dtype=np.int64)
+    g = np.ascontiguousarray(g, dtype=np.float64)
+    alpha_row = np.ascontiguousarray(alpha_row, dtype=np.float64)
+    n_row = np.ascontiguousarray(n_row, dtype=np.int64)
+    _check_buffer(buffer, V.size)
     starts, groups = _plan(schedule.group_index)
     status = np.zeros(_STATUS_LEN, np.int64)
+    resume = np.zeros(2, np.int64)
+    spill = np.empty(max(1, min(V.size, _SCRATCH)), np.int64)
     addrs = _mirror(buffer)
-    start = 0
-    while True:
-        start = _forward_loop(W, V, g, starts, groups, alpha_row, n_row, buffer.head, buffer.ptr,
-                              addrs, buffer.chunk_rows, frac_bits, start, status)
-        if start < 0:
-            break
+    while not _forward_loop(W, V, g, starts, groups, alpha_row, n_row, buffer.head, buffer.ptr,
+                            addrs, buffer.chunk_rows, frac_bits, status, resume, spill):
         addrs = _grow(buffer)
-    if status[:_EMPTIED].any():
-        _raise(status, (
-            ("underflow",),
-            ("to_fixed", _BAD1, _GRAD_STEP,
-             lambda: (BETA_ONE - _per_element(n_row, schedule)) * 2.0 ** -16 * g),
-            ("add", _BAD2, "velocity"),
-            ("to_fixed", _BAD3, _WEIGHT_STEP,
-             lambda: _per_element(alpha_row, schedule) * to_float(V, frac_bits)),
-            ("add", _BAD4, "weights"),
-        ), frac_bits, t)
+    if status[_UF_FUSED] or status[_UF_TWO]:
+        _underflow(status)
+    if status[_BAD]:
+        _replay_forward(W, V, g, alpha_row, n_row, schedule, frac_bits, t)
     return W, V
 
 
 def reverse_position(W, V, alpha_row, schedule, frac_bits, t):
-    W, V, alpha_row = _i64(W), _i64(V), _f64(alpha_row)
+    W = np.ascontiguousarray(W, dtype=np.int64)
+    V = np.ascontiguousarray(V, dtype=np.int64)
+    alpha_row = np.ascontiguousarray(alpha_row, dtype=np.float64)
     starts, groups = _plan(schedule.group_index)
     status = np.zeros(_STATUS_LEN, np.int64)
-    _reverse_position_loop(W, V, starts, groups, alpha_row, frac_bits, status)
-    if status[:_EMPTIED].any():
-        _raise(status, (
-            ("to_fixed", _BAD3, _WEIGHT_STEP,
-             lambda: _per_element(alpha_row, schedule) * to_float(V, frac_bits)),
-            ("add", _BAD4, "weights"),
-        ), frac_bits, t)
+    _reverse_position_loop(W, V, starts, groups, alpha_row, status)
+    if status[_BAD]:
+        D = _weight_increment(V, alpha_row, schedule, frac_bits, t)
+        checked_add(_undo(W, D, True), D, frac_bits, "weights", t, subtract=True)
+        raise AssertionError(f"numba kernel flagged step {t} but the NumPy replay passed")
     return W
 
 
 def reverse_velocity(V, g, n_row, schedule, buffer, frac_bits, t):
-    V, g, n_row = _i64(V), _f64(g), _i64(n_row)
+    V = np.ascontiguousarray(V, dtype=np.int64)
+    g = np.ascontiguousarray(g, dtype=np.float64)
+    n_row = np.ascontiguousarray(n_row, dtype=np.int64)
+    _check_buffer(buffer, V.size)
     starts, groups = _plan(schedule.group_index)
     status = np.zeros(_STATUS_LEN, np.int64)
     addrs = _mirror(buffer)
@@ -594,13 +607,13 @@ def reverse_velocity(V, g, n_row, schedule, buffer, frac_bits, t):
         if start < 0:
             break
         addrs = _grow(buffer)
-    if status[:_EMPTIED].any():
-        _raise(status, (
-            ("to_fixed", _BAD1, _GRAD_STEP,
-             lambda: (BETA_ONE - _per_element(n_row, schedule)) * 2.0 ** -16 * g),
-            ("add", _BAD2, "velocity"),
-            ("underflow",),
-        ), frac_bits, t)
+    if status[_BAD]:
+        _grad_increment(g, n_row, schedule, frac_bits, t)      # raises NumPy's error
+    if status[_BAD_VEL]:
+        raise FixedPointOverflowError(f"{_where('velocity', t)} overflows the fixed-point "
+                                      "range; " + _remedy(frac_bits))
+    if status[_UF_FUSED] or status[_UF_TWO]:
+        _underflow(status)
     if status[_EMPTIED]:
         _release(buffer)
     return V
@@ -611,5 +624,4 @@ numba_kernel = pytypes.SimpleNamespace(
     forward_step=forward_step,
     reverse_position=reverse_position,
     reverse_velocity=reverse_velocity,
-    numba_version=numba.__version__,
 )

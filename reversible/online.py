@@ -139,12 +139,16 @@ class OnlineProblem:
         return g, D
 
     def fd_cross(self, w, um, t, j, g=None):
-        """``d g / d u_j`` by a forward difference in ``meta_j`` with the same masks."""
+        """``d g / d u_j`` by a one-sided difference in ``meta_j`` with the same masks
+        (backward when a logistic value would leave (0, 1))."""
         m = self.meta_value(um)
         g = self.grad(w, m, t) if g is None else g
+        step = self.fd_step
+        if self.transform == "logistic" and m[j] + step >= 1.0:
+            step = -step
         mp = np.array(m, dtype=float)
-        mp[j] += self.fd_step
-        return (self.grad(w, mp, t) - g) / self.fd_step * _dforward(self.transform, um[j])
+        mp[j] += step
+        return (self.grad(w, mp, t) - g) / step * _dforward(self.transform, um[j])
 
     def train(self, w, v, um, log_lr, t0, steps):
         """Plain training with the hyperparameters held fixed: ``(w, v)`` after ``steps``."""

@@ -142,6 +142,7 @@ def test_sharing_matrix_limits():
     tied = model.weights(z, [multitask.sharing_matrix(K, 1.0)] * model.n_layers)
     for a, b in zip(tied, z):
         np.testing.assert_allclose(a, np.broadcast_to(b.mean(axis=0), a.shape))
+    np.testing.assert_allclose(multitask.tied_matrix(K), multitask.sharing_matrix(K, 1.0))
     C, R = multitask.covariance(multitask.sharing_matrix(K, 0.5))
     np.testing.assert_allclose(np.diag(R), 1.0)
     np.testing.assert_allclose(C, C.T)

@@ -204,6 +204,11 @@ def test_finite_difference_dropout_with_coupled_masks():
     g = lambda q: prob.grad(w, np.array([q]), 3)
     want = (g(p + dp) - g(p)) / dp * p * (1 - p)     # coupled masks, chain rule through logistic
     np.testing.assert_allclose(prob.cross(w, u, 3)[:, 0], want, rtol=1e-12)
+    # near 1 the difference is taken backwards, staying inside (0, 1)
+    q = 0.995
+    uq = online.inverse_transform("logistic", [q])
+    want = (g(q) - g(q - dp)) / dp * q * (1 - q)
+    np.testing.assert_allclose(prob.cross(w, uq, 3)[:, 0], want, rtol=1e-9)
     with pytest.raises(ValueError, match="finite-difference"):
         online.train_online(drop_loss, val_loss, W0, np.array([p]), 2, "adaptive1_1", lr=0.1,
                             beta=0.5, hyper_lr=0.1, transform="logistic", fd=[True])

@@ -1,0 +1,422 @@
+"""The compiled (numba) kernel against the NumPy specification, bit for bit.
+
+Every test runs the same steps through ``kernels.numpy_kernel`` (the
+specification) and the numba kernel on copies of the same state and compares
+``W``, ``V``, buffer heads, pointers and every live tail word; error tests
+compare exception class and message.
+"""
+
+import numpy as np
+import pytest
+
+from reversible import kernels, trajectory
+from reversible.buffer import BETA_ONE, PREC_BITS, InfoBuffer, _decode_symbol, symbol_table
+from reversible.errors import (BufferUnderflowError, FixedPointOverflowError, NonFiniteError,
+                               ReversibleError)
+from reversible.fixedpoint import to_fixed
+from reversible.trajectory import Schedule
+
+numba_kernels = pytest.importorskip("reversible.numba_kernels")
+NP = kernels.numpy_kernel
+NB = numba_kernels.numba_kernel
+BETAS = [0.3, 0.5, 0.5 + 2 ** -16, 0.9, 0.99, 0.999, 1.0]
+
+
+# ---------------------------------------------------------------- helpers
+class Run:
+    """A fixed-point state (W, V, buffer) stepped by one kernel."""
+
+    def __init__(self, kernel, W, V, chunk_rows):
+        self.k = kernel
+        self.W, self.V = W.copy(), V.copy()
+        self.buf = InfoBuffer(W.size, chunk_rows)
+
+    def forward(self, g, sched, F, t):
+        self.W, self.V = self.k.forward_step(self.W, self.V, g, sched.alphas[t], sched.n[t], sched,
+                                             self.buf, F, t)
+
+    def reverse(self, g, sched, F, t):
+        self.W = self.k.reverse_position(self.W, self.V, sched.alphas[t], sched, F, t)
+        self.V = self.k.reverse_velocity(self.V, g, sched.n[t], sched, self.buf, F, t)
+
+
+def live_tail(buf):
+    """All tail words as ``(words, N)`` with the dead slots above each pointer zeroed."""
+    tail = buf.tail_matrix()
+    return np.where(np.arange(tail.shape[0])[:, None] < buf.ptr[None, :], tail, 0)
+
+
+def assert_same(a, b):
+    np.testing.assert_array_equal(a.W, b.W)
+    np.testing.assert_array_equal(a.V, b.V)
+    np.testing.assert_array_equal(a.buf.head, b.buf.head)
+    np.testing.assert_array_equal(a.buf.ptr, b.buf.ptr)
+    np.testing.assert_array_equal(live_tail(a.buf), live_tail(b.buf))
+
+
+def make_problem(rng, N, T, betas, G=1, shuffle=False, F=40, scale=1.0, vscale=1.0):
+    """Random state, gradients and a per-group schedule (betas cycle over groups)."""
+    gi = np.arange(N) * G // N
+    if shuffle:
+        rng.shuffle(gi)
+    betas = np.atleast_1d(betas)
+    beta_tg = np.array([[betas[(g + t) % betas.size] for g in range(G)] for t in range(T)])
+    sched = Schedule.build(rng.uniform(0.001, 0.3, (T, G)), beta_tg, gi, G)
+    W = to_fixed(rng.standard_normal(N) * scale, F)
+    V = to_fixed(rng.standard_normal(N) * vscale, F)
+    gs = rng.standard_normal((T, N)) * rng.uniform(0.1, 10.0)
+    return sched, W, V, gs
+
+
+def run_both(sched, W, V, gs, F, chunk_rows=3, check_every=7):
+    runs = [Run(NP, W, V, chunk_rows), Run(NB, W, V, chunk_rows)]
+    T = sched.T
+    for t in range(T):
+        for r in runs:
+            r.forward(gs[t], sched, F, t)
+        if t % check_every == 0 or t == T - 1:
+            assert_same(*runs)
+    for t in reversed(range(T)):
+        for r in runs:
+            r.reverse(gs[t], sched, F, t)
+        if t % check_every == 0:
+            assert_same(*runs)
+    for r in runs:
+        np.testing.assert_array_equal(r.W, W)
+        np.testing.assert_array_equal(r.V, V)
+        assert r.buf.is_empty()
+    return runs
+
+
+def expect_same_error(fn_np, fn_nb):
+    """Both calls raise; same class and message.  Returns the exception."""
+    with pytest.raises(ReversibleError) as e_np:
+        fn_np()
+    with pytest.raises(ReversibleError) as e_nb:
+        fn_nb()
+    assert type(e_nb.value) is type(e_np.value)
+    assert str(e_nb.value) == str(e_np.value)
+    return e_np.value
+
+
+# ---------------------------------------------------------------- registry
+def test_auto_prefers_numba():
+    assert kernels.get("auto").name == "numba"
+    assert kernels.get("numba") is NB
+    assert "numba" in kernels.available()
+
+
+def test_auto_falls_back_to_numpy_without_numba(monkeypatch):
+    def broken():
+        raise ImportError("No module named 'numba'")
+    monkeypatch.setitem(kernels._REGISTRY, "numba", broken)
+    assert kernels.get("auto") is NP
+    with pytest.raises(ImportError):
+        kernels.get("numba")
+
+
+# ---------------------------------------------------------------- symbol decode
+_DECODE_ALL = []
+
+
+def decode_all(cf, n):
+    """``numba_kernels._decode`` over an array (compiled once per session)."""
+    if not _DECODE_ALL:
+        from numba import njit
+
+        @njit
+        def run(cf, n):
+            q, rho, iq1, iq = numba_kernels._table(n)
+            u = np.empty_like(cf)
+            for i in range(cf.shape[0]):
+                u[i] = numba_kernels._decode(cf[i], q, rho, iq1, iq)[0]
+            return u
+        _DECODE_ALL.append(run)
+    return _DECODE_ALL[0](cf, n)
+
+
+@pytest.mark.parametrize("n", [1, 3, 4097, 32768, 32769, 58982, 65535,
+                               pytest.param(-58982, marks=pytest.mark.slow)])
+def test_decode_matches_spec(n):
+    """``_decode`` (reciprocals, no division) against ``buffer._decode_symbol``.
+
+    The top 2**18 values of cf (largest numerators, where rounding is
+    tightest) and both sides of every symbol boundary; every ``cf < 2**24``
+    in the slow variant (negative n).
+    """
+    exhaustive, n = n < 0, abs(n)
+    q, rho = symbol_table(np.int64(n))
+    top = 1 << PREC_BITS
+    if exhaustive:
+        cf = np.arange(top, dtype=np.int64)
+    else:
+        u = np.arange(n, dtype=np.int64)
+        starts = u * q + np.minimum(u, rho)
+        cf = np.unique(np.concatenate([np.arange(top - (1 << 18), top), starts, starts - 1,
+                                       starts + q - 1]))
+        cf = cf[(cf >= 0) & (cf < top)]
+    np.testing.assert_array_equal(decode_all(cf, n), _decode_symbol(cf, q, rho))
+
+
+# ---------------------------------------------------------------- bit identity
+@pytest.mark.parametrize("beta", BETAS)
+def test_bit_identical_each_beta(beta):
+    rng = np.random.default_rng(int(beta * 1e6))
+    sched, W, V, gs = make_problem(rng, 101, 120, [beta])
+    run_both(sched, W, V, gs, 40)
+
+
+def test_bit_identical_per_group_schedules():
+    """Groups with different betas (all three schemes), contiguous and shuffled, varying in t."""
+    rng = np.random.default_rng(7)
+    for shuffle in (False, True):
+        sched, W, V, gs = make_problem(rng, 150, 80, BETAS, G=5, shuffle=shuffle)
+        run_both(sched, W, V, gs, 44, chunk_rows=2)
+
+
+def test_bit_identical_near_range_limits():
+    """frac_bits=52: |w| close to 2048, |v| close to 2048 (ints near 2**63), negative values."""
+    rng = np.random.default_rng(3)
+    F = 52
+    N, T = 64, 40
+    gi = np.zeros(N, np.int64)
+    sched = Schedule.build(np.full(T, 1e-7), np.full(T, 0.9), gi)
+    W = to_fixed(np.where(np.arange(N) % 2, 1, -1) * rng.uniform(2040, 2047, N), F)
+    V = to_fixed(np.where(np.arange(N) % 3, 1, -1) * rng.uniform(2000, 2047, N), F)
+    gs = rng.standard_normal((T, N)) * 1e-3
+    assert np.abs(V).min() > 2 ** 62
+    run_both(sched, W, V, gs, F, chunk_rows=1)
+
+
+@pytest.mark.parametrize("T", [2000, pytest.param(10_000, marks=pytest.mark.slow)])
+def test_bit_identical_long_run_small_n(T):
+    """Long runs on a few elements: heads spill many times, tails span many chunks."""
+    rng = np.random.default_rng(11)
+    sched, W, V, gs = make_problem(rng, 6, T, [0.9, 0.3, 0.999, 0.5 + 2 ** -16], G=3)
+    runs = run_both(sched, W, V, gs, 30, chunk_rows=16, check_every=T // 4)
+    assert max(len(r.buf.chunks) for r in runs) <= 1      # released on the way back
+
+
+def test_growth_appends_chunks_without_copying():
+    rng = np.random.default_rng(5)
+    sched, W, V, gs = make_problem(rng, 50, 300, [0.5 + 2 ** -16])   # ~1 bit per step
+    run = Run(NB, W, V, chunk_rows=2)
+    run.forward(gs[0], sched, 40, 0)
+    seen = []
+    for t in range(1, sched.T):
+        run.forward(gs[t], sched, 40, t)
+        if run.buf.chunks and (not seen or seen[-1] is not run.buf.chunks[-1]):
+            seen.append(run.buf.chunks[-1])
+    assert len(run.buf.chunks) >= 4
+    assert all(a is b for a, b in zip(seen, run.buf.chunks))    # old chunks stay in place
+
+
+def test_push_queue_overflow_resumes():
+    """More simultaneous pushes than the scratch queue holds (all heads spill in one step)."""
+    rng = np.random.default_rng(2)
+    N = numba_kernels._SCRATCH + 1000
+    sched, W, V, gs = make_problem(rng, N, 40, [0.5 + 2 ** -16])
+    runs = [Run(NP, W, V, 64), Run(NB, W, V, 64)]
+    for t in range(sched.T):
+        for r in runs:
+            r.forward(gs[t], sched, 40, t)
+    assert runs[0].buf.ptr.sum() > numba_kernels._SCRATCH
+    assert_same(*runs)
+
+
+def test_cross_kernel_reversal():
+    """Forward with numba, reverse with NumPy (and vice versa): exact either way."""
+    rng = np.random.default_rng(9)
+    sched, W, V, gs = make_problem(rng, 40, 60, [0.3, 0.9, 1.0], G=3)
+    for fwd, rev in ((NB, NP), (NP, NB)):
+        r = Run(fwd, W, V, 4)
+        for t in range(sched.T):
+            r.forward(gs[t], sched, 40, t)
+        r.k = rev
+        for t in reversed(range(sched.T)):
+            r.reverse(gs[t], sched, 40, t)
+        np.testing.assert_array_equal(r.W, W)
+        np.testing.assert_array_equal(r.V, V)
+        assert r.buf.is_empty()
+
+
+def test_trajectory_identical_across_kernels():
+    rng = np.random.default_rng(4)
+    N, T = 30, 50
+    A = rng.standard_normal((N, N)) / N
+    H = A @ A.T + np.eye(N)
+
+    def grad(w, meta, t):
+        return H @ w + np.sin(t + w)
+
+    def vjp(w, meta, t, u):
+        return grad(w, meta, t), H @ u + np.cos(t + w) * u, None
+
+    gi = np.repeat([0, 1], N // 2)
+    sched = Schedule.build(np.full((T, 2), 0.05), np.tile([0.9, 0.4], (T, 1)), gi)
+    out = {}
+    for name in ("numpy", "numba"):
+        st = trajectory.forward(grad, rng.standard_normal(N) * 0 + 0.5, sched, kernel=name)
+        wT = st.w.copy()
+        res = trajectory.reverse(st, vjp, np.ones(N), kernel=name)
+        out[name] = (wT, res)
+    np.testing.assert_array_equal(out["numpy"][0], out["numba"][0])
+    for key in ("w0", "v0", "alphas", "betas"):
+        np.testing.assert_array_equal(out["numpy"][1][key], out["numba"][1][key])
+
+
+# ---------------------------------------------------------------- error paths
+def state(N=20, beta=0.9, F=40, G=1, T=3, alpha=0.1, seed=0):
+    rng = np.random.default_rng(seed)
+    sched, W, V, gs = make_problem(rng, N, T, [beta], G=G, F=F)
+    sched.alphas[:] = alpha
+    return sched, W, V, gs
+
+
+def both(method, *args_of_run):
+    """Callables running ``method`` on a fresh NumPy and a fresh numba run."""
+    return [lambda k=k: method(Run(k, *args_of_run)) for k in (NP, NB)]
+
+
+@pytest.mark.parametrize("beta", [0.3, 0.9])          # (1 - beta) g is 0 at beta = 1
+def test_error_gradient_step_overflow_names_step(beta):
+    sched, W, V, gs = state(beta=beta)
+    gs[2, 7] = 1e300
+
+    def go(r):
+        for t in range(3):
+            r.forward(gs[t], sched, 40, t)
+    err = expect_same_error(*both(go, W, V, 3))
+    assert isinstance(err, FixedPointOverflowError) and "at step 2" in str(err)
+
+
+@pytest.mark.parametrize("beta", [0.3, 0.9, 1.0])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_error_nonfinite_gradient(beta, bad):
+    sched, W, V, gs = state(beta=beta)
+    gs[1, [3, 9]] = bad
+
+    def go(r):
+        for t in range(2):
+            r.forward(gs[t], sched, 40, t)
+    err = expect_same_error(*both(go, W, V, 3))
+    assert isinstance(err, NonFiniteError) and "at step 1" in str(err) and "2 of 20" in str(err)
+
+
+def test_error_velocity_add_overflow():
+    F = 52
+    sched, _, _, gs = state(F=F, alpha=1e-9)
+    W = to_fixed(np.zeros(20), F)
+    V = to_fixed(np.full(20, -2047.9), F)
+    gs[0, 4] = 3e3                  # (1 - 0.9) * 3e3 fits alone, not added to 0.9 * -2047.9
+    err = expect_same_error(*both(lambda r: r.forward(gs[0], sched, F, 0), W, V, 3))
+    assert isinstance(err, FixedPointOverflowError) and err.args[0].startswith("velocity at step 0")
+
+
+def test_error_weight_step_and_weights_overflow():
+    F = 52
+    sched, _, _, gs = state(F=F, alpha=1e6)
+    W = to_fixed(np.zeros(20), F)
+    V = to_fixed(np.full(20, 1.0), F)
+    err = expect_same_error(*both(lambda r: r.forward(gs[0] * 0, sched, F, 0), W, V, 3))
+    assert err.args[0].startswith("weight step alpha * v at step 0 overflows")
+    sched.alphas[:] = 1.0
+    W = to_fixed(np.full(20, 2047.5), F)
+    err = expect_same_error(*both(lambda r: r.forward(gs[0] * 0, sched, F, 0), W, V, 3))
+    assert err.args[0].startswith("weights at step 0 overflows")
+
+
+def test_error_nonfinite_weight_step():
+    sched, W, V, gs = state(alpha=1e308, F=30)
+    V = to_fixed(np.full(20, 1e5), 30)
+    err = expect_same_error(*both(lambda r: r.forward(gs[0] * 0, sched, 30, 0), W, V, 3))
+    assert isinstance(err, (NonFiniteError, FixedPointOverflowError)) and "step 0" in str(err)
+
+
+def test_error_reverse_paths():
+    F = 52
+    sched, W, V, gs = state(F=F, alpha=1.0)
+    V = to_fixed(np.full(20, 1000.0), F)
+    W = to_fixed(np.full(20, -2047.0), F)
+
+    def rev_pos(r):
+        r.W = r.k.reverse_position(r.W, r.V, sched.alphas[2], sched, F, 2)
+    err = expect_same_error(*both(rev_pos, W, V, 3))
+    assert err.args[0].startswith("weights at step 2 overflows")
+
+    bad_g = gs[1].copy()
+    bad_g[5] = np.nan
+
+    def rev_vel(r):
+        r.V = r.k.reverse_velocity(r.V, bad_g, sched.n[1], sched, r.buf, F, 1)
+    err = expect_same_error(*both(rev_vel, W, V, 3))
+    assert isinstance(err, NonFiniteError) and "at step 1" in str(err)
+
+    big_g = gs[1] * 0
+    big_g[0] = 1e4                          # (1 - beta) g pushes +1000 past 2048
+    V = to_fixed(np.full(20, 2000.0), F)
+
+    def rev_vel_big(r):
+        r.V = r.k.reverse_velocity(r.V, big_g, sched.n[1], sched, r.buf, F, 1)
+    err = expect_same_error(*both(rev_vel_big, W, V, 3))
+    assert err.args[0].startswith("velocity at step 1 overflows")
+
+
+@pytest.mark.parametrize("betas", [[0.9], [0.3], [0.9, 0.3]])
+def test_error_empty_pop_on_corrupted_buffer(betas):
+    """Forward, then wipe some tails: the reverse pass must raise, naming NumPy's element."""
+    rng = np.random.default_rng(1)
+    sched, W, V, gs = make_problem(rng, 24, 400, betas, G=len(betas))
+    sched.n[:] = sched.n[0]
+    runs = [Run(NP, W, V, 8), Run(NB, W, V, 8)]
+    for t in range(sched.T):
+        for r in runs:
+            r.forward(gs[t], sched, 40, t)
+    assert runs[0].buf.ptr.min() > 0
+    for r in runs:
+        r.buf.ptr[[5, 17, 20]] = 0            # corrupt: tails lost
+
+    def rev(r):
+        for t in reversed(range(sched.T)):
+            r.reverse(gs[t], sched, 40, t)
+    errs = []
+    for r in runs:
+        with pytest.raises(BufferUnderflowError) as e:
+            rev(r)
+        errs.append(str(e.value))
+    assert errs[0] == errs[1] and "element" in errs[0]
+
+
+def test_error_empty_pop_in_two_step_forward():
+    sched, W, V, gs = state(beta=0.3)
+
+    def go(r):
+        r.buf.head[[4, 11]] = 1               # corrupt heads force a refill from an empty tail
+        r.forward(gs[0], sched, 40, 0)
+    err = expect_same_error(*both(go, W, V, 3))
+    assert isinstance(err, BufferUnderflowError) and "element 4" in str(err)
+
+
+def test_trajectory_reports_gradient_error_first():
+    """A NaN gradient is reported by the trajectory's own check, whatever the kernel."""
+    sched = Schedule.build(np.full(4, 0.1), np.full(4, 0.9), np.zeros(5, np.int64))
+
+    def grad(w, meta, t):
+        return np.full(5, np.nan) if t == 2 else w
+
+    msgs = []
+    for name in ("numpy", "numba"):
+        with pytest.raises(NonFiniteError) as e:
+            trajectory.forward(grad, np.ones(5), sched, kernel=name)
+        msgs.append(str(e.value))
+    assert msgs[0] == msgs[1] and msgs[0].startswith("gradient at step 2 contains NaN")
+
+
+def test_beta_one_is_identity_on_buffer():
+    rng = np.random.default_rng(0)
+    sched, W, V, gs = make_problem(rng, 30, 20, [1.0])
+    r = Run(NB, W, V, 2)
+    for t in range(sched.T):
+        r.forward(gs[t], sched, 40, t)
+    assert r.buf.is_empty() and not r.buf.chunks
+    assert np.all(sched.n == BETA_ONE)
