@@ -28,10 +28,11 @@ def run(args):
                         jobs=args.jobs)
         print(f"\n== T = {T} ==\n{table.format(kinds=False)}", flush=True)
         results.append({"T": T, "N": prob.N, "rows": table.rows})
-    meta = {"experiment": NAME, "layer_sizes": prob.layer_sizes, "batch_size": args.batch_size,
-            "n_train": args.n_train, "seed": args.seed, "jobs": args.jobs, "methods": args.methods,
-            "results": results}
-    return save_results(args.out, NAME, meta)
+        meta = {"experiment": NAME, "layer_sizes": prob.layer_sizes, "batch_size": args.batch_size,
+                "n_train": args.n_train, "seed": args.seed, "jobs": args.jobs,
+                "methods": args.methods, "results": sorted(results, key=lambda r: r["T"])}
+        path = save_results(args.out, NAME, meta)          # after every T: partial results survive
+    return path
 
 
 def main(argv=None):

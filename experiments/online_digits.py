@@ -9,6 +9,11 @@ in [1e-6, 1e-1]; g_V uses validation minibatches of 50 from a separate 300.
 Reports, per method and start, the final validation cross-entropy, the best one
 seen every 50 steps (early stopping) and the gap, against a grid of fixed lam.
 
+``--dropout`` adds online tuning of a keep-probability on the hidden units
+(logistic parameterisation, ``d g / d keep`` by finite differences with coupled
+masks) against fixed keep-probabilities; ``--skip-l2 --dropout`` runs only that
+and writes ``online_digits_dropout.json``.
+
 Hyper steps are RMS-normalised (RMSprop on ``log lam``, decay 0.9, because
 ``d L_V / d log lam`` is proportional to ``lam`` and would leave lam = 1e-6
 stuck): ``c * period * h / rms(h)`` per update, ``period`` = the number of
@@ -70,6 +75,69 @@ class DigitsSetup:
         return float(models.nll(w, self.test.X, self.test.y, self.activation))
 
 
+def dropout_train_loss(setup, log_lam):
+    """Minibatch NLL of the MLP with inverted dropout on its hidden units, keep-probability
+    ``meta[0]``; the mask is ``U_t < keep`` with uniforms ``U_t`` drawn from ``t`` alone
+    (coupled masks: the finite difference in ``keep`` compares the same draws)."""
+    from autograd.tracer import getval
+    lam = float(np.exp(log_lam))
+    X, y, n = setup.train.X, setup.train.y, setup.train.n
+
+    def loss(w, meta, t):
+        idx = data.batch_indices(n, setup.batch, setup.seed, int(t))
+        keep = meta[0]
+        U = np.random.Generator(np.random.Philox(key=np.array([setup.seed + 77, int(t)], np.uint64))
+                                ).uniform(size=(setup.batch, setup.sizes[1]))
+        h = anp.tanh(anp.dot(X[idx], w[0]) + w[1]) * (U < float(getval(keep))) / keep
+        out = anp.dot(h, w[2]) + w[3]
+        out = out - np.max(getval(out), axis=1, keepdims=True)
+        logp = out - anp.log(anp.sum(anp.exp(out), axis=1, keepdims=True))
+        return -anp.mean(logp[np.arange(setup.batch), y[idx]]) + 0.5 * lam * sum(
+            anp.sum(p ** 2) for p in w)
+
+    return loss
+
+
+def _fixed_curve(setup, args, loss, meta):
+    """Validation CE every ``args.every`` steps of plain training with ``meta`` fixed."""
+    prob = online.OnlineProblem(loss, setup.val_loss, setup.w0, meta, "none", None, 1e-2, True,
+                                False, args.beta)
+    w, v, ces = prob.ws.flatten(setup.w0), None, []
+    v = np.zeros_like(w)
+    for start in range(0, args.steps, args.every):
+        w, v = prob.train(w, v, meta, np.log(args.lr), start, min(args.every, args.steps - start))
+        ces.append(setup.val_ce(prob.ws.unflatten(w)))
+    return np.array(ces)
+
+
+def _dropout_rows(setup, args):
+    """Online keep-probability (clip estimator, finite differences) against fixed values."""
+    lam = args.dropout_l2
+    loss = dropout_train_loss(setup, np.log(lam))
+    rows = []
+    rec = lambda w, meta, lr, t: {"val_ce": setup.val_ce(w)}
+    runs = [(k, True) for k in args.dropout_inits] + [(k, False) for k in args.dropout_grid]
+    for keep0, online_run in runs:
+        t0 = time.perf_counter()
+        if online_run:
+            res = online.train_online(
+                loss, setup.val_loss, setup.w0, np.array([keep0]), args.steps,
+                args.dropout_method, lr=args.lr, beta=args.beta,
+                hyper_lr=args.c * period(args.dropout_method), transform="logistic", fd=[True],
+                fd_step=0.02, warmup=args.warmup, hyper_clip=args.hyper_clip, hyper_rms=0.9,
+                record_every=args.every, record=rec)
+            ce, keep = res.history["val_ce"], float(np.asarray(res.meta)[0])
+        else:
+            ce, keep = _fixed_curve(setup, args, loss, np.array([keep0])), keep0
+        rows.append({"kind": "online" if online_run else "fixed", "keep0": keep0,
+                     "keep_final": keep, "val_ce_final": float(ce[-1]),
+                     "val_ce_early_stop": float(np.min(ce)), "gap": float(ce[-1] - np.min(ce)),
+                     "seconds": time.perf_counter() - t0})
+        print(f"dropout {rows[-1]['kind']:>6s} keep0={keep0:.2f}: keep_T={keep:.3f}"
+              f" val CE {ce[-1]:.4f} early {np.min(ce):.4f}", flush=True)
+    return rows
+
+
 def period(name):
     """Training steps between hyper updates of estimator ``name``."""
     est = online.estimator(name)
@@ -96,6 +164,13 @@ def add_arguments(parser):
     parser.add_argument("--warmup", type=int, default=50, help="steps before hyper updates")
     parser.add_argument("--hyper-clip", type=float, default=0.5,
                         help="max |step| on log lam per update")
+    parser.add_argument("--dropout", action="store_true",
+                        help="also tune a hidden-unit dropout keep-probability (finite differences)")
+    parser.add_argument("--dropout-method", default="clip10", help="estimator for the dropout run")
+    parser.add_argument("--dropout-inits", type=float, nargs="+", default=[0.3, 0.95])
+    parser.add_argument("--dropout-grid", type=float, nargs="+", default=[0.3, 0.5, 0.7, 0.9])
+    parser.add_argument("--dropout-l2", type=float, default=1e-4, help="fixed L2 of the dropout runs")
+    parser.add_argument("--skip-l2", action="store_true", help="skip the L2 table")
     return parser
 
 
@@ -139,15 +214,17 @@ def run(args):
     if args.quick:
         args.steps, args.inits, args.grid = 60, [1e-6, 1e-1], [1e-4, 1e-2]
         args.methods, args.every, args.warmup = ["unroll5", "clip1", "adaptive20_20"], 20, 10
+        args.dropout_inits, args.dropout_grid = [0.5], [0.5]
     setup = DigitsSetup(args.n_train, args.n_val, args.hidden, seed=args.seed)
+    dropout = _dropout_rows(setup, args) if args.dropout else []
     grid = []
-    for lam in args.grid:
+    for lam in ([] if args.skip_l2 else args.grid):
         grid.append(_fixed_run(setup, args, lam))
         print(f"fixed lam={lam:.1e}: val CE {grid[-1]['val_ce_final']:.4f} "
               f"(early stop {grid[-1]['val_ce_early_stop']:.4f})", flush=True)
-    best = min(grid, key=lambda r: r["val_ce_final"])
+    best = min(grid, key=lambda r: r["val_ce_final"]) if grid else None
     rows, arrays = [], {}
-    for name in args.methods:
+    for name in ([] if args.skip_l2 else args.methods):
         for lam0 in args.inits:
             row, res = _one_run(setup, args, name, lam0)
             rows.append(row)
@@ -159,11 +236,13 @@ def run(args):
                   f"{row['val_ce_final']:.4f} early {row['val_ce_early_stop']:.4f} gap "
                   f"{row['gap']:.4f} ({row['seconds']:.0f}s)", flush=True)
     summary = {"experiment": NAME, "args": vars(args), "sizes": setup.sizes, "grid": grid,
-               "grid_best": best, "rows": rows,
+               "grid_best": best, "rows": rows, "dropout": dropout,
                "per_method": {m: {k: float(np.mean([r[k] for r in rows if r["method"] == m]))
                                   for k in ("val_ce_final", "val_ce_early_stop", "gap")}
-                              for m in args.methods}}
-    return save_results(args.out, NAME, summary, arrays)
+                              for m in args.methods} if rows else {}}
+    name = NAME + "_dropout" if args.skip_l2 else NAME
+    summary["experiment"] = name
+    return save_results(args.out, name, summary, arrays)
 
 
 def main(argv=None):

@@ -103,13 +103,19 @@ def _hypergradient(objective, hypers, spec, wrapped):
     return grad(lambda h: objective(h, spec))(hypers)
 
 
-def measure(objective, hypers, spec, memory=True):
-    """Run one method: ``(gradient dict, seconds, peak bytes or None, error message or None)``."""
+def measure(objective, hypers, spec, memory=True, cpu=None):
+    """Run one method: ``(gradient dict, seconds, peak bytes or None, error message or None)``.
+
+    ``cpu``, if a dict, receives ``cpu_seconds`` (process CPU time, less
+    sensitive than wall time to other load on the machine).
+    """
     hd, wrapped = _as_dict(hypers)
     try:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         g = _hypergradient(objective, hd, spec, wrapped)
         seconds = time.perf_counter() - t0
+        if cpu is not None:
+            cpu["cpu_seconds"] = time.process_time() - c0
         peak = None
         if memory:
             tracemalloc.start()
@@ -128,6 +134,7 @@ class Table:
 
     COLUMNS = (("cosine", 8, ".4f"), ("rel_error", 10, ".3g"), ("norm_ratio", 10, ".3g"),
                ("sign_match", 10, ".3f"), ("seconds", 9, ".3g"), ("time_ratio", 10, ".3g"),
+               ("cpu_ratio", 9, ".3g"),
                ("peak_mb", 9, ".3g"), ("memory_ratio", 12, ".3g"), ("nonfinite", 9, "d"))
 
     def __init__(self, rows, reference, meta=None):
@@ -180,8 +187,11 @@ def _warm_worker(objective, hypers, reference):
 
 
 def _measure_job(job):
+    """``measure`` plus CPU seconds: ``(gradient, seconds, peak, error, cpu_seconds)``."""
     objective, hypers, spec, memory = job
-    return measure(objective, hypers, spec, memory)
+    cpu = {}
+    out = measure(objective, hypers, spec, memory, cpu)
+    return out + (cpu.get("cpu_seconds"),)
 
 
 def compare(objective, hypers, methods=DEFAULT_METHODS, reference="exact", memory=True,
@@ -209,9 +219,9 @@ def compare(objective, hypers, methods=DEFAULT_METHODS, reference="exact", memor
     else:
         if warmup:
             measure(objective, hypers, reference, memory=False)
-        measured = [measure(objective, hypers, s, memory) for s in specs]
+        measured = [_measure_job((objective, hypers, s, memory)) for s in specs]
     by_label = dict(zip([spec_label(s) for s in specs], measured))
-    ref_g, ref_s, ref_peak, ref_err = by_label[ref_label]
+    ref_g, ref_s, ref_peak, ref_err, ref_cpu = by_label[ref_label]
     if ref_err:
         raise RuntimeError(f"the reference method {ref_label!r} failed: {ref_err}")
     ref_g = _as_dict(ref_g)[0]
@@ -219,13 +229,14 @@ def compare(objective, hypers, methods=DEFAULT_METHODS, reference="exact", memor
     rows = []
     for spec in methods:
         label = spec_label(spec)
-        g, s, peak, err = by_label[label]
+        g, s, peak, err, cpu_s = by_label[label]
         row = {"method": label, "error": err}
         if err is None:
             g = _as_dict(g)[0]
             row.update(grade(_flat(g, keys), ref_flat))
             row["kinds"] = {k: grade(g[k], ref_g[k]) for k in keys}
-            row.update(seconds=s, time_ratio=s / ref_s if ref_s else None,
+            row.update(seconds=s, time_ratio=s / ref_s if ref_s else None, cpu_seconds=cpu_s,
+                       cpu_ratio=cpu_s / ref_cpu if ref_cpu else None,
                        peak_mb=None if peak is None else peak / 2**20,
                        memory_ratio=None if peak is None or not ref_peak else peak / ref_peak)
             if keep_gradients:

@@ -9,7 +9,13 @@ A kernel is a namespace with three functions on int64 fixed-point vectors:
 
 ``alpha_row`` and ``n_row`` are the step's per-group values (length G).  All
 kernels must agree bit for bit with :data:`numpy_kernel`, which is the
-specification; the tests check this.
+specification, and raise the same errors with the same messages; the tests
+check this.  A kernel may update ``W`` and ``V`` in place (the compiled one
+does): callers use the returned arrays and do not keep the old ones.
+
+Kernels: ``"numpy"`` (the specification), ``"numba"`` (one compiled pass per
+step, :mod:`reversible.numba_kernels`); ``get("auto")`` picks numba and falls
+back to NumPy when numba cannot be imported.
 """
 
 import types

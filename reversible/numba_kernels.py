@@ -12,10 +12,11 @@ Design points:
 
 * Elements are visited in *runs* of equal group index; a run's alpha, n and
   symbol-table constants are computed once, nothing per element is built.
-* No division on the forward path: the symbol of ``cf < 2**24`` is
-  ``max(floor(cf / (q+1)), floor((cf - rho) / q))``, each floor taken from a
-  float64 product with a reciprocal rounded *up* by ``2**-40`` (exact for
-  numerators below ``2**38``; see :func:`_reciprocal_up`).
+* No hardware division on the forward path nor in the fused reverse: the
+  symbol of ``cf < 2**24`` is ``max(floor(cf / (q+1)), floor((cf - rho) / q))``,
+  each floor taken from a float64 product with a reciprocal rounded *up* by
+  ``2**-50`` (exact for numerators below ``2**49``; see :func:`_reciprocal_up`);
+  the reverse divides 64-bit heads in two such 32-bit digits.
 * Fixed-point roundings: ``rint(((1 - beta) g) * 2**F)`` equals
   ``rint(g * ((1 - beta) 2**F))`` and ``rint((alpha (V 2**-F)) 2**F)`` equals
   ``rint(alpha V)`` bit for bit (scaling by a power of two commutes with
@@ -119,13 +120,29 @@ def _flush(spill, k, ptr, addrs, rows, N):
 # ----------------------------------------------------------------- constants
 @njit(**_JIT)
 def _reciprocal_up(d):
-    """``1/d`` rounded up by about ``2**-40`` relative.
+    """``1/d`` rounded up by about ``2**-50`` relative.
 
-    For an integer ``0 <= x < 2**38``, ``int(x * _reciprocal_up(d))`` is
-    exactly ``x // d``: the product lies in ``[x/d, x/d + 2**-38.9 x/d)``,
-    and a non-integer ``x/d`` is at least ``1/d`` below the next integer.
+    For integers ``0 <= x < 2**49`` and ``d >= 1``, ``int(x * _reciprocal_up(d))``
+    is exactly ``x // d``: with the three roundings the product lies in
+    ``(x/d, x/d (1 + 2**-49.4))``, and a non-integer ``x/d`` is at least
+    ``1/d`` below the next integer.
     """
-    return (1.0 / np.float64(d)) * (1.0 + 2.0 ** -40)
+    return (1.0 / np.float64(d)) * (1.0 + 2.0 ** -50)
+
+
+@njit(**_JIT)
+def _divmod_u64(h, f, rf):
+    """``(h // f, h % f)`` for uint64 ``h`` and ``f <= 2**17`` (``rf = _reciprocal_up(f)``).
+
+    Long division in two 32-bit digits, each quotient from a float64 product
+    (numerators below ``2**49``): no hardware 64-bit division.
+    """
+    hi = np.int64(h >> _U32)
+    lo = np.int64(h & _MASK32)
+    q1 = np.int64(np.float64(hi) * rf)
+    x2 = ((hi - q1 * f) << 32) | lo
+    q2 = np.int64(np.float64(x2) * rf)
+    return (np.uint64(q1) << _U32) + np.uint64(q2), x2 - q2 * f
 
 
 @njit(**_JIT)
@@ -385,6 +402,7 @@ def _reverse_velocity_loop(V, g, starts, run_group, n_row, head, ptr, addrs, row
         c1 = (np.float64(BETA_ONE - n) * 2.0 ** -16) * scale
         q, rho, _, _ = _table(n)
         inv_n = 1.0 / np.float64(n)
+        rq1, rq = _reciprocal_up(q + 1), _reciprocal_up(q)
         Vs, gs, hs = V[lo:hi], g[lo:hi], head[lo:hi]
         for j in range(Vs.shape[0]):
             D1, ok1 = _fix(gs[j] * c1)
@@ -402,8 +420,8 @@ def _reverse_velocity_loop(V, g, starts, run_group, n_row, head, ptr, addrs, row
                 fu = np.uint64(f)
                 if h < (fu << _U23):
                     h = _pop(addrs, rows, N, ptr, lo + j, h, status, _UF_FUSED)
-                hq = h // fu
-                cf = c + np.int64(h - hq * fu)
+                hq, hr = _divmod_u64(h, f, rq1 if f > q else rq)
+                cf = c + hr
                 hs[j] = (hq << _U8) + np.uint64(cf >> 16)
                 Vs[j] = (qv << 16) + (cf & 0xFFFF)
             else:                             # two steps: push u back, pop 16 raw bits

@@ -9,7 +9,30 @@ parameter group, in depth-first container order (dict insertion order).
 
 import autograd.numpy as anp
 import numpy as np
+from autograd.extend import defjvp, defvjp, primitive
 from autograd.tracer import getval
+
+
+@primitive
+def _leaf(flat, start, stop, shape):
+    """``flat[start:stop].reshape(shape)`` as one primitive (unflatten costs one op per leaf)."""
+    return np.reshape(flat[start:stop], shape)
+
+
+@primitive
+def _embed(x, start, stop, size):
+    """A zero vector of ``size`` with ``x`` (raveled) at ``[start:stop]``: the adjoint of _leaf."""
+    out = np.zeros(size)
+    out[start:stop] = np.ravel(x)
+    return out
+
+
+# Both maps are linear, so each one's VJP and JVP is the other map or itself;
+# this keeps gradients, forward-over-reverse and reverse-over-reverse products cheap.
+defvjp(_leaf, lambda ans, flat, start, stop, shape: lambda g: _embed(g, start, stop, np.shape(flat)[0]))
+defjvp(_leaf, lambda g, ans, flat, start, stop, shape: _leaf(g, start, stop, shape))
+defvjp(_embed, lambda ans, x, start, stop, size: lambda g: _leaf(g, start, stop, np.shape(x)))
+defjvp(_embed, lambda g, ans, x, start, stop, size: _embed(g, start, stop, size))
 
 
 def _children(x):
@@ -98,7 +121,7 @@ class Structure:
 
     def unflatten(self, flat):
         """The container back from a flat vector (differentiable under autograd)."""
-        leaves = iter([anp.reshape(flat[self.offsets[i]:self.offsets[i + 1]], shape)
+        leaves = iter([_leaf(flat, int(self.offsets[i]), int(self.offsets[i + 1]), shape)
                        for i, shape in enumerate(self.shapes)])
         return self._build(self.tree, leaves)
 

@@ -39,6 +39,7 @@ class Schedule:
     alphas: np.ndarray
     n: np.ndarray
     group_index: np.ndarray
+    _counts: object = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def build(cls, alphas, betas, group_index, num_groups=None):
@@ -65,7 +66,15 @@ class Schedule:
 
     def per_element(self, row):
         """Expand a length-G row to the N elements (returns the scalar when G == 1)."""
-        return row[0] if row.shape[0] == 1 else row[self.group_index]
+        if row.shape[0] == 1:
+            return row[0]
+        if self._counts is None:         # sorted groups (the usual layout): np.repeat is faster
+            gi = self.group_index
+            sorted_ = gi.size == 0 or bool(np.all(gi[1:] >= gi[:-1]))
+            self._counts = np.bincount(gi, minlength=self.G) if sorted_ else False
+        if self._counts is False:
+            return row[self.group_index]
+        return np.repeat(row, self._counts)
 
     def group_sum(self, x):
         """Sum an N-vector within each group: shape (G,)."""
@@ -150,8 +159,9 @@ def forward(grad, w0, schedule, meta=None, v0=None, frac_bits=DEFAULT_FRAC_BITS,
     buffer = InfoBuffer(w0.size)
     state = TrainState(W, V, buffer, schedule, frac_bits, W.copy(), V.copy())
     t_start = time.perf_counter()
+    scale = 2.0 ** -frac_bits
     for t in _progress(range(schedule.T), schedule.T, progress, "exact forward"):
-        g = grad(to_float(state.W, frac_bits), meta, t)
+        g = grad(_to_float(state.W, scale), meta, t)
         g = _check_vector(g, w0.size, "gradient", t)
         state.W, state.V = step_fwd(state.W, state.V, g, schedule.alphas[t], schedule.n[t],
                                     schedule, buffer, frac_bits, t)
@@ -185,25 +195,27 @@ def reverse(state, vjp, dw, dv=None, meta=None, meta_size=0, kernel="auto", prog
     d_alpha = np.zeros((sched.T, sched.G))
     d_beta = np.zeros((sched.T, sched.G))
     d_meta = np.zeros(meta_size) if meta_size else None
+    scale = 2.0 ** -frac_bits
+    betas = sched.n / float(BETA_ONE)
+    one_minus_betas = 1.0 - betas
     t_start = time.perf_counter()
     for t in _progress(range(sched.T - 1, -1, -1), sched.T, progress, "exact reverse"):
         alpha_e = sched.per_element(sched.alphas[t])
         n_t = sched.n[t]
-        beta_e = sched.per_element(n_t / float(BETA_ONE))
-        v_next = to_float(state.V, frac_bits)
-        d_alpha[t] = sched.group_sum(dw * v_next)
+        d_alpha[t] = sched.group_sum(dw * _to_float(state.V, scale))
         state.W = k.reverse_position(state.W, state.V, sched.alphas[t], sched, frac_bits, t)
         dv += alpha_e * dw
         # (1 - beta) is per element: it scales the cotangent before the Hessian product
-        g, hw, hm = vjp(to_float(state.W, frac_bits), meta, t, (1.0 - beta_e) * dv)
+        g, hw, hm = vjp(_to_float(state.W, scale), meta, t,
+                        sched.per_element(one_minus_betas[t]) * dv)
         g = _check_vector(g, N, "gradient", t)
         hw = _check_vector(hw, N, "Hessian-vector product", t)
         state.V = k.reverse_velocity(state.V, g, n_t, sched, buffer, frac_bits, t)
-        d_beta[t] = sched.group_sum(dv * (to_float(state.V, frac_bits) + g))
+        d_beta[t] = sched.group_sum(dv * (_to_float(state.V, scale) + g))
         dw -= hw
         if d_meta is not None:
             d_meta -= _check_vector(hm, meta_size, "mixed Hessian-vector product", t)
-        dv *= beta_e
+        dv *= sched.per_element(betas[t])
     exact = (np.array_equal(state.W, state.W0) and np.array_equal(state.V, state.V0)
              and buffer.is_empty())
     state.stats.update(reverse_seconds=time.perf_counter() - t_start, reversed_exactly=exact)
@@ -223,13 +235,26 @@ def _raise_not_reversed(state):
         "global random state or mutable data")
 
 
+def _to_float(X, scale):
+    """``to_float(X, frac_bits)`` in one pass (same cast, same product: identical bits)."""
+    return np.multiply(X, scale)
+
+
+def _all_finite(x):
+    """Whether ``x`` has no NaN / Inf.  A finite sum proves it (NaN and Inf propagate through
+    a sum); only when the sum is not finite (or x is small) is the elementwise test run."""
+    if x.size > 4096 and np.isfinite(np.add.reduce(x)):
+        return True
+    return bool(np.isfinite(x).all())
+
+
 def _check_vector(x, size, what, step):
     x = np.asarray(x, dtype=np.float64)
     if x.size != size:
         where = f" at step {step}" if step is not None else ""
         raise ValueError(f"{what}{where} has {x.size} elements, expected {size}")
     x = x.reshape(size)
-    if not np.all(np.isfinite(x)):
+    if not _all_finite(x):
         where = f" at step {step}" if step is not None else ""
         raise NonFiniteError(
             f"{what}{where} contains NaN or Inf ({int(np.sum(~np.isfinite(x)))} of {size} "
