@@ -40,9 +40,13 @@ from reversible.buffer import InfoBuffer, effective_beta
 from reversible.fixedpoint import to_fixed, to_float
 from reversible.trajectory import Schedule
 
-FULL = dict(a_T=10_000, a_N=1000, b_N=10 ** 6, b_steps=30, c_N=2000, c_T=(1000, 100_000),
+FULL = dict(a_T=10_000, a_N=1000,
+            b_N=10 ** 6, b_N_cache=250_000, b_steps=30, b_rounds=3,
+            c_N=2000, c_T=(1000, 100_000),
             d_T=300, d_reps=3, e_T=1000)
-QUICK = dict(a_T=2000, a_N=500, b_N=10 ** 6, b_steps=10, c_N=500, c_T=(200, 5000),
+QUICK = dict(a_T=2000, a_N=500,
+             b_N=10 ** 6, b_N_cache=250_000, b_steps=10, b_rounds=2,
+             c_N=500, c_T=(200, 5000),
              d_T=40, d_reps=2, e_T=100)
 
 
@@ -98,9 +102,16 @@ def bench_bits(cfg):
 
 
 # ------------------------------------------------------------------- (b)
-def bench_step(cfg, F=52):
-    """Median CPU time of one step at N = 10**6, contenders interleaved."""
-    N, steps = cfg["b_N"], cfg["b_steps"]
+def bench_step(cfg):
+    """(b) at N = 10**6, and at a size whose arrays fit in the L3 cache, for context."""
+    out = _bench_step(cfg["b_N"], cfg["b_steps"], cfg["b_rounds"])
+    out["in_cache"] = _bench_step(cfg["b_N_cache"], cfg["b_steps"], cfg["b_rounds"],
+                                  numpy_kernel=False)
+    return out
+
+
+def _bench_step(N, steps, rounds, F=52, numpy_kernel=True):
+    """Median CPU time of one step at size N, contenders interleaved."""
     rng = np.random.default_rng(0)
     gs = [rng.standard_normal(N) for _ in range(4)]
     beta, alpha = 0.9, 0.01
@@ -138,31 +149,50 @@ def bench_step(cfg, F=52):
                 to_float(self.W, F)           # the float w the next gradient needs
 
     contenders = {
-        "float64 step (out of place)": FloatStep(False),
         "float64 step (in place)": FloatStep(True),
         "exact numba kernel": ExactStep("numba", False),
         "exact numba kernel + to_float(w)": ExactStep("numba", True),
-        "exact numpy kernel": ExactStep("numpy", False),
     }
-    times = {k: [] for k in contenders}
-    for t in range(steps):
+    if numpy_kernel:
+        contenders["exact numpy kernel"] = ExactStep("numpy", False)
+    # Each contender is timed in alternation with a float64 baseline step, so a
+    # ratio compares two steps run under the same machine load and cache state;
+    # the pairings are repeated in `rounds` rounds and the median ratio is reported.
+    base_step = FloatStep(False)
+    base_step(0)                                  # warm up
+    per_round = {k: [] for k in contenders}
+    seconds = {k: [] for k in ["float64 step (out of place)"] + list(contenders)}
+    for _ in range(rounds):
         for name, step in contenders.items():
-            if name == "exact numpy kernel" and t >= max(4, steps // 3):
-                continue                      # slow: fewer repeats
-            t0 = cpu()
-            step(t)
-            times[name].append(cpu() - t0)
-    med = {k: float(np.median(v[1:])) for k, v in times.items()}      # first call warms up
-    base = med["float64 step (out of place)"]
-    base_inplace = med["float64 step (in place)"]
-    return dict(N=N, beta=beta, frac_bits=F, seconds=med,
-                ratio={k: v / base for k, v in med.items()},
-                ratio_vs_in_place={k: v / base_inplace for k, v in med.items()})
+            reps = max(4, steps // 3) if name == "exact numpy kernel" else steps
+            step(0)                               # warm up (compile, first allocations)
+            tb, tc = [], []
+            for t in range(reps):
+                t0 = cpu()
+                base_step(t)
+                t1 = cpu()
+                step(t)
+                t2 = cpu()
+                tb.append(t1 - t0)
+                tc.append(t2 - t1)
+            per_round[name].append(float(np.median(tc) / np.median(tb)))
+            seconds[name].append(float(np.median(tc)))
+            seconds["float64 step (out of place)"].append(float(np.median(tb)))
+    ratio = {k: float(np.median(v)) for k, v in per_round.items()}
+    in_place = ratio["float64 step (in place)"]
+    return dict(N=N, beta=beta, frac_bits=F, rounds=rounds,
+                seconds={k: float(np.median(v)) for k, v in seconds.items()},
+                ratio=ratio, ratio_per_round=per_round,
+                ratio_vs_in_place={k: v / in_place for k, v in ratio.items()},
+                method="each contender alternated step by step with a float64 out-of-place "
+                       "step; ratio = median over rounds of median(contender) / "
+                       "median(float64), CPU time")
 
 
 # ------------------------------------------------------------------- (c)
 def bench_flat(cfg):
     N = cfg["c_N"]
+    engine_run(N, 20, 0.9)                   # warm up: load the compiled reverse kernels
     out = []
     for T in cfg["c_T"]:
         _, fwd, rev = engine_run(N, T, 0.9)
@@ -299,14 +329,22 @@ def report(res):
     if "b" in res:
         b = res["b"]
         lines.append(f"(b) one step at N={b['N']:.0e} over a float64 NumPy momentum step "
-                     "(out of place / in place)")
+                     "(out of place), median of rounds")
         for k, v in b["ratio"].items():
             if k.startswith("exact"):
                 tgt = 1.5 if k == "exact numba kernel" else None
-                lines.append(_row(f"{k}  ({1e3 * b['seconds'][k]:.2f} ms; "
-                                  f"{b['ratio_vs_in_place'][k]:.2f}x in place)", v, tgt, "{:.2f}"))
-        lines.append(f"      float64 step: {1e3 * b['seconds']['float64 step (out of place)']:.2f} ms "
-                     f"out of place, {1e3 * b['seconds']['float64 step (in place)']:.2f} ms in place")
+                rounds = "/".join(f"{r:.2f}" for r in b["ratio_per_round"][k])
+                lines.append(_row(f"{k}  ({1e3 * b['seconds'][k]:.2f} ms; rounds {rounds})",
+                                  v, tgt, "{:.2f}"))
+        sec = b["seconds"]
+        oop, inp = sec["float64 step (out of place)"], sec["float64 step (in place)"]
+        lines.append(f"      float64 step: {1e3 * oop:.2f} ms out of place, {1e3 * inp:.2f} ms in "
+                     f"place; numba kernel {b['ratio_vs_in_place']['exact numba kernel']:.2f}x "
+                     "the in-place step")
+        c = b["in_cache"]
+        lines.append(f"      for context, N={c['N']:.1e} (arrays fit in L3): numba kernel "
+                     f"{c['ratio']['exact numba kernel']:.2f}x out of place, "
+                     f"{c['ratio_vs_in_place']['exact numba kernel']:.2f}x in place")
     if "c" in res:
         c = res["c"]
         s, l_ = c["runs"]

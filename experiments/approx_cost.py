@@ -25,7 +25,7 @@ def run(args):
         prob = BuiltinProblem(T, hidden=tuple(args.hidden), batch_size=args.batch_size,
                               n_train=args.n_train, seed=args.seed)
         table = compare(prob.objective, prob.hypers0(), args.methods, "exact", memory=True,
-                        jobs=args.jobs)
+                        jobs=args.jobs, warmup=prob.warmup_pair())
         print(f"\n== T = {T} ==\n{table.format(kinds=False)}", flush=True)
         results.append({"T": T, "N": prob.N, "rows": table.rows})
         meta = {"experiment": NAME, "layer_sizes": prob.layer_sizes, "batch_size": args.batch_size,

@@ -28,7 +28,7 @@ QUICK = dict(n_train=200, n_valid=200, n_test=200, T=5, alpha=1.0, beta=0.9, bat
              meta_lr=0.1)
 
 
-def add_arguments(parser, defaults=FULL):
+def add_arguments(parser):
     """Experiment options; ``None`` means the full (or, with --quick, the quick) setting."""
     for key in FULL:
         parser.add_argument("--" + key.replace("_", "-"), type=type(FULL[key]), default=None,
@@ -61,7 +61,10 @@ def logistic_setup(data, cfg, seed):
 
 
 def train_logistic(train, layers, w0, log_l2, cfg, seed, method="exact"):
-    """Train logistic regression with per-weight ``log_l2`` (a list like ``w0``); returns ``w_T``."""
+    """Train logistic regression with per-weight ``log_l2`` (a list like ``w0``).
+
+    Returns ``w_T``; ``cfg`` gives ``T``, ``alpha``, ``beta`` and ``batch``.
+    """
     import reversible
     from reversible.models import make_train_loss
     batch = min(cfg["batch"], train.n)

@@ -68,7 +68,8 @@ def run(data, cfg, seed=0, progress=True):
     C = data.n_classes
     need = cfg["n_valid"] + cfg["n_test"]
     if need > data.n:
-        raise ValueError(f"n_valid + n_test = {need} exceeds the {data.n} examples of {data.name!r}")
+        raise ValueError(f"n_valid + n_test = {need} exceeds the {data.n} examples of "
+                         f"{data.name!r}; lower the sizes")
     valid, test, rest = split(data, [cfg["n_valid"], cfg["n_test"], data.n - need], seed=seed)
     w0 = init_mlp([data.d, C], scale=float(np.exp(cfg["init_log_scale"])), seed=seed)
     hypers0 = {"images": np.zeros((C, data.d)), "log_l2": np.array([cfg["init_log_l2"]])}

@@ -6,7 +6,7 @@ permutation, and rotated copies).  The weights of layer ``l`` of task ``k``
 are ``W_k = sum_j S_l[k, j] Z_j``: latent weights ``Z`` are trained by exact
 SGD with momentum (full batch, T = 50, alpha = 1, beta = 0.9, L2 on ``Z``)
 and the per-layer sharing matrices ``S_l`` are hyperparameters, learned by
-Adam on the summed validation NLL.  ``S = I`` gives separate networks,
+Adam on the mean validation NLL of the tasks.  ``S = I``: separate networks,
 ``S = ones / K`` fully tied weights (one network trained on the mean task
 loss); the learned ``S`` starts at ``(1 - c) I + c ones / K``.  The
 learned cross-task covariance of layer ``l`` is ``S_l S_l^T``.
@@ -26,7 +26,7 @@ from experiments.common import add_common_arguments, load_data_from_args, save_r
 NAME = "multitask"
 
 FULL = dict(n_alphabets=5, rotations="0,90", split="10,5,5", hidden="100,50", T=50, alpha=1.0,
-            beta=0.9, log_l2=-4.0, init_log_scale=-2.0, init_sharing=0.5, meta_steps=10,
+            beta=0.9, log_l2=-4.0, init_log_scale=-2.0, init_sharing=0.5, meta_steps=9,
             meta_lr=0.05, digit_groups=3, image_size=28, time_budget=0.0)
 QUICK = dict(n_alphabets=2, rotations="0,90", split="2,1,1", hidden="16", T=5, alpha=1.0,
              beta=0.9, log_l2=-4.0, init_log_scale=-2.0, init_sharing=0.5, meta_steps=2,
@@ -44,10 +44,22 @@ class Task:
     n_classes: int
 
 
+HELP = dict(n_alphabets="Omniglot alphabets used (the first N by name)",
+            rotations="comma-separated rotations in degrees; each alphabet x rotation is a task",
+            split="drawings per character for train,valid,test",
+            hidden="hidden layer sizes, comma-separated",
+            log_l2="log of the L2 strength on the latent weights Z",
+            init_sharing="initial S = (1-c) I + c ones/K",
+            digit_groups="bundled-digits fallback: disjoint groups, each a task per rotation",
+            image_size="Omniglot images are downsampled to this size",
+            time_budget="stop the meta-optimisation after this many seconds (0: no limit)")
+
+
 def add_arguments(parser):
     for key in FULL:
+        what = HELP.get(key, key.replace("_", " "))
         parser.add_argument("--" + key.replace("_", "-"), type=type(FULL[key]), default=None,
-                            help=f"default {FULL[key]} (quick: {QUICK[key]})")
+                            help=f"{what}; default {FULL[key]} (quick: {QUICK[key]})")
     parser.add_argument("--alphabets", nargs="+", default=None,
                         help="Omniglot alphabet names (default: the first --n-alphabets)")
     return parser
@@ -255,7 +267,8 @@ def run(data, cfg, seed=0, progress=True):
              "initial": S0, "learned": learned}
     results = {name: model.scores(fixed[name], cfg) for name in SHARINGS}
     table = {name: {"train_nll": r["train"]["nll"], "test_nll": r["test"]["nll"],
-                    "train_accuracy": r["train"]["accuracy"], "test_accuracy": r["test"]["accuracy"]}
+                    "train_accuracy": r["train"]["accuracy"],
+                    "test_accuracy": r["test"]["accuracy"]}
              for name, r in results.items()}
     out = {"experiment": NAME, "dataset": data.name, "config": cfg, "seed": seed,
            "tasks": [t.name for t in tasks], "layers": model.layers,

@@ -30,10 +30,15 @@ QUICK = dict(n_train=50, n_valid=50, n_test=200, T=5, alpha=1.0, beta=0.9, batch
              extra_steps=0)
 
 
+HELP = dict(max_log_l2="soft upper bound on the log weight decay (keeps SGD stable)",
+            extra_steps="meta-iterations to continue after validation accuracy hits 100 %%")
+
+
 def add_arguments(parser):
     for key in FULL:
+        what = HELP.get(key, key.replace("_", " "))
         parser.add_argument("--" + key.replace("_", "-"), type=type(FULL[key]), default=None,
-                            help=f"default {FULL[key]} (quick: {QUICK[key]})")
+                            help=f"{what}; default {FULL[key]} (quick: {QUICK[key]})")
     return parser
 
 

@@ -39,18 +39,26 @@ def plot_tasks(meta, arrays, out_dir):
     return save(fig, out_dir, NAME + "_tasks")
 
 
+def short_name(task):
+    """``"Japanese_(katakana) 90°"`` -> ``"Jap 90"``: tick labels that fit."""
+    parts = task.replace("°", "").split(" ")
+    return parts[0][:3] + ("" if len(parts) == 1 else " " + parts[-1])
+
+
 def plot_sharing(meta, arrays, out_dir):
     L = len(meta["layers"]) - 1
-    fig, axes = plt.subplots(1, L + 1, figsize=(3.0 * (L + 1), 3.2))
+    K = len(meta["tasks"])
+    labels = [short_name(t) for t in meta["tasks"]]
+    fig, axes = plt.subplots(1, L + 1, figsize=(2.9 * (L + 1) + 0.6, 3.3),
+                             constrained_layout=True)
     for l in range(L):
         ax = axes[l]
-        im = ax.imshow(correlation(arrays[f"S_learned_{l}"]), cmap="magma", vmin=0, vmax=1)
-        ax.set_title(f"layer {l + 1}: learned correlation", fontsize=8)
-        K = len(meta["tasks"])
+        im = ax.imshow(correlation(arrays[f"S_learned_{l}"]), cmap="RdBu_r", vmin=-1, vmax=1)
+        ax.set_title(f"layer {l + 1}: learned task correlation", fontsize=8)
         ax.set_xticks(range(K))
         ax.set_yticks(range(K))
-        ax.set_xticklabels(meta["tasks"], rotation=90, fontsize=5)
-        ax.set_yticklabels(meta["tasks"], fontsize=5)
+        ax.set_xticklabels(labels, rotation=90, fontsize=6)
+        ax.set_yticklabels(labels if l == 0 else [], fontsize=6)
     fig.colorbar(im, ax=axes[:L].tolist(), shrink=0.7)
     ax = axes[L]
     names = ["separate", "tied", "learned"]
@@ -61,8 +69,8 @@ def plot_sharing(meta, arrays, out_dir):
     ax.set_xticks(x)
     ax.set_xticklabels(names, fontsize=8)
     ax.set_ylabel("mean per-task NLL")
-    ax.legend(fontsize=8)
-    ax.set_title(f"{len(meta['tasks'])} tasks ({meta['dataset']})", fontsize=8)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.set_title(f"{K} tasks ({meta['dataset']})", fontsize=8)
     return save(fig, out_dir, NAME + "_sharing")
 
 

@@ -202,7 +202,9 @@ def compare(objective, hypers, methods=DEFAULT_METHODS, reference="exact", memor
     separately too) or a single array; ``methods`` and ``reference`` are method
     specs, handed to ``objective`` as they are.  Returns a :class:`Table`.
     A method that fails gets a row with its ``error``; a failing reference raises.
-    ``warmup`` runs the reference once untimed first (imports, JIT compilation).
+    ``warmup`` runs the reference once untimed first (imports, JIT compilation),
+    on ``(objective, hypers)`` or, if ``warmup`` is such a pair, on that one
+    (e.g. a short horizon of the same problem).
     ``jobs > 1`` measures the methods in that many worker processes (the
     objective must then be picklable; give each worker its own core for
     meaningful times).
@@ -211,14 +213,15 @@ def compare(objective, hypers, methods=DEFAULT_METHODS, reference="exact", memor
     keys = list(hd)
     ref_label = spec_label(reference)
     specs = [reference] + [s for s in methods if spec_label(s) != ref_label]
+    warm = tuple(warmup) if isinstance(warmup, (tuple, list)) else (objective, hypers)
     if jobs > 1:
         from concurrent.futures import ProcessPoolExecutor
-        init = (_warm_worker, (objective, hypers, reference)) if warmup else (None, ())
+        init = (_warm_worker, warm + (reference,)) if warmup else (None, ())
         with ProcessPoolExecutor(jobs, initializer=init[0], initargs=init[1]) as pool:
             measured = list(pool.map(_measure_job, [(objective, hypers, s, memory) for s in specs]))
     else:
         if warmup:
-            measure(objective, hypers, reference, memory=False)
+            measure(*warm, reference, memory=False)
         measured = [_measure_job((objective, hypers, s, memory)) for s in specs]
     by_label = dict(zip([spec_label(s) for s in specs], measured))
     ref_g, ref_s, ref_peak, ref_err, ref_cpu = by_label[ref_label]
@@ -280,6 +283,12 @@ class BuiltinProblem:
     def __reduce__(self):               # rebuilt from its arguments in worker processes
         return (BuiltinProblem, self._args)
 
+    def warmup_pair(self):
+        """``(objective, hypers)`` of the same problem over 2 steps: a cheap warm-up run."""
+        args = (2,) + self._args[1:]
+        short = BuiltinProblem(*args)
+        return short.objective, short.hypers0()
+
     def hypers0(self):
         alpha, beta, l2, scale = self.init
         G = self.G
@@ -331,7 +340,7 @@ def main(args):
         prob = BuiltinProblem(T, hidden=tuple(args.hidden), batch_size=args.batch_size,
                               n_train=args.n_train, seed=args.seed)
         table = compare(prob.objective, prob.hypers0(), args.methods, args.reference,
-                        memory=not args.no_memory, jobs=args.jobs)
+                        memory=not args.no_memory, jobs=args.jobs, warmup=prob.warmup_pair())
         table.meta.update(T=T, N=prob.N, layer_sizes=prob.layer_sizes)
         print(f"\n== T = {T}  (N = {prob.N} weights; reference {table.reference}) ==")
         print(table.format())

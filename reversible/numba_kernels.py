@@ -499,7 +499,8 @@ def _mirror(buffer):
     """Data addresses of ``buffer.chunks`` as int64 (cached until the chunk list changes)."""
     chunks = buffer.chunks
     entry = _MIRRORS.get(buffer)
-    if entry is not None and len(entry[0]) == len(chunks) and all(map(operator.is_, entry[0], chunks)):
+    if (entry is not None and len(entry[0]) == len(chunks)
+            and all(map(operator.is_, entry[0], chunks))):
         return entry[1]
     shape = (buffer.chunk_rows, buffer.size)
     for c in chunks:
@@ -527,8 +528,25 @@ def _release(buffer):
 
 
 def _check_buffer(buffer, N):
-    if buffer.size != N or buffer.head.dtype != np.uint64 or buffer.ptr.dtype != np.int64:
+    if (buffer.size != N or buffer.head.shape != (N,) or buffer.ptr.shape != (N,)
+            or buffer.head.dtype != np.uint64 or buffer.ptr.dtype != np.int64):
         raise ValueError(f"buffer of {buffer.size} elements does not match {N} values")
+
+
+def _layout(schedule, N, rows, *vectors):
+    """Runs of the schedule's groups, after the shape checks the compiled loops rely on
+    (they do not bounds-check, so a mismatch must be caught here, not as a crash)."""
+    for x in vectors:
+        if x.shape != (N,):
+            raise ValueError(f"kernel arrays must all have shape ({N},); got {x.shape}")
+    if schedule.group_index.shape != (N,):
+        raise ValueError(f"group_index has shape {schedule.group_index.shape}, expected ({N},)")
+    starts, groups = _plan(schedule.group_index)
+    for row in rows:
+        if groups.size and (groups.min() < 0 or groups.max() >= row.shape[0]):
+            raise IndexError(f"group index {int(groups.max())} is out of bounds for a "
+                             f"schedule row of {row.shape[0]} groups")
+    return starts, groups
 
 
 def _per_element(row, schedule):
@@ -581,7 +599,7 @@ def forward_step(W, V, g, alpha_row, n_row, schedule, buffer, frac_bits, t):
     alpha_row = np.ascontiguousarray(alpha_row, dtype=np.float64)
     n_row = np.ascontiguousarray(n_row, dtype=np.int64)
     _check_buffer(buffer, V.size)
-    starts, groups = _plan(schedule.group_index)
+    starts, groups = _layout(schedule, V.size, (alpha_row, n_row), W, g)
     status = np.zeros(_STATUS_LEN, np.int64)
     resume = np.zeros(2, np.int64)
     spill = np.empty(max(1, min(V.size, _SCRATCH)), np.int64)
@@ -600,7 +618,7 @@ def reverse_position(W, V, alpha_row, schedule, frac_bits, t):
     W = np.ascontiguousarray(W, dtype=np.int64)
     V = np.ascontiguousarray(V, dtype=np.int64)
     alpha_row = np.ascontiguousarray(alpha_row, dtype=np.float64)
-    starts, groups = _plan(schedule.group_index)
+    starts, groups = _layout(schedule, V.size, (alpha_row,), W)
     status = np.zeros(_STATUS_LEN, np.int64)
     _reverse_position_loop(W, V, starts, groups, alpha_row, status)
     if status[_BAD]:
@@ -615,7 +633,7 @@ def reverse_velocity(V, g, n_row, schedule, buffer, frac_bits, t):
     g = np.ascontiguousarray(g, dtype=np.float64)
     n_row = np.ascontiguousarray(n_row, dtype=np.int64)
     _check_buffer(buffer, V.size)
-    starts, groups = _plan(schedule.group_index)
+    starts, groups = _layout(schedule, V.size, (n_row,), g)
     status = np.zeros(_STATUS_LEN, np.int64)
     addrs = _mirror(buffer)
     start = 0

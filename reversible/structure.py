@@ -29,7 +29,8 @@ def _embed(x, start, stop, size):
 
 # Both maps are linear, so each one's VJP and JVP is the other map or itself;
 # this keeps gradients, forward-over-reverse and reverse-over-reverse products cheap.
-defvjp(_leaf, lambda ans, flat, start, stop, shape: lambda g: _embed(g, start, stop, np.shape(flat)[0]))
+defvjp(_leaf, lambda ans, flat, start, stop, shape:
+       lambda g: _embed(g, start, stop, np.shape(flat)[0]))
 defjvp(_leaf, lambda g, ans, flat, start, stop, shape: _leaf(g, start, stop, shape))
 defvjp(_embed, lambda ans, x, start, stop, size: lambda g: _leaf(g, start, stop, np.shape(x)))
 defjvp(_embed, lambda g, ans, x, start, stop, size: _embed(g, start, stop, size))

@@ -113,6 +113,16 @@ def test_chaos_hypergradient_matches_finite_difference():
     assert r["grad"] == pytest.approx((up - dn) / (2 * h), rel=1e-4)
 
 
+def test_chaos_divergent_point_is_recorded_as_a_gap():
+    data_args = (("mnist_dir", None), ("omniglot_zip", None), ("seed", 0), ("n_train", 100),
+                 ("batch", 25), ("hidden", (8,)))
+    with np.errstate(all="ignore"):
+        r = chaos.run_point({"log_alpha": 12.0, "T": 4, "beta": 0.9, "log_scale": -2.0,
+                             "seed": 0}, data_args)
+    assert r["status"].startswith("FixedPointOverflowError")
+    assert math.isnan(r["loss"]) and math.isnan(r["grad"])
+
+
 def test_onset_of_chaos_detects_where_gradient_and_slope_disagree():
     x = np.linspace(0, 2, 201)
     f, g = x ** 2, 2 * x

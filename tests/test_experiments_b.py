@@ -168,3 +168,25 @@ def test_bad_sizes_raise_clear_errors(tmp_path):
         l2_per_weight.main(["--quick", "--out", str(tmp_path), "--n-train", "5000"])
     with pytest.raises(ValueError, match="comma-separated"):
         multitask.main(["--quick", "--out", str(tmp_path), "--rotations", "a,b"])
+
+
+def test_soft_cap_is_smooth_bound():
+    h = np.linspace(-10, 10, 101)
+    c = overfit_validation.soft_cap(h, 2.0)
+    assert np.all(c < 2.0) and np.all(np.diff(c) > 0)
+    np.testing.assert_allclose(c[:20], h[:20], atol=1e-3)        # identity far below the cap
+    g = grad(lambda x: anp.sum(overfit_validation.soft_cap(x, 2.0)))(h)
+    assert np.all((g > 0) & (g <= 1))
+
+
+@pytest.mark.slow
+def test_quick_runs_on_real_data(shared_data, tmp_path):
+    mnist = str(shared_data / "mnist")
+    l2_per_weight.main(["--quick", "--out", str(tmp_path), "--mnist-dir", mnist])
+    meta, arrays = load_results(tmp_path, "l2_per_weight")
+    assert meta["dataset"] == "mnist" and arrays["log_l2_weights"].shape == (784, 10)
+    multitask.main(["--quick", "--out", str(tmp_path), "--omniglot-zip",
+                    str(shared_data / "omniglot")])
+    meta, arrays = load_results(tmp_path, "multitask")
+    assert meta["dataset"] == "omniglot" and len(meta["tasks"]) == 4
+    assert all(np.isfinite(r["test_nll"]) for r in meta["table"].values())

@@ -420,3 +420,38 @@ def test_beta_one_is_identity_on_buffer():
         r.forward(gs[t], sched, 40, t)
     assert r.buf.is_empty() and not r.buf.chunks
     assert np.all(sched.n == BETA_ONE)
+
+
+def test_shape_mismatches_raise_instead_of_reading_out_of_bounds():
+    sched, W, V, gs = state(G=2)
+    buf = InfoBuffer(W.size)
+    with pytest.raises(ValueError):
+        NB.forward_step(W, V, gs[0][:-1], sched.alphas[0], sched.n[0], sched, buf, 40, 0)
+    with pytest.raises(ValueError):
+        NB.forward_step(W, V, gs[0], sched.alphas[0], sched.n[0], sched, InfoBuffer(3), 40, 0)
+    with pytest.raises(IndexError):
+        NB.forward_step(W, V, gs[0], sched.alphas[0][:1], sched.n[0][:1], sched, buf, 40, 0)
+    with pytest.raises(ValueError):
+        NB.reverse_position(W, V[:-1], sched.alphas[0], sched, 40, 0)
+
+
+def test_schedule_per_element_matches_fancy_indexing():
+    rng = np.random.default_rng(8)
+    for gi in (np.repeat([0, 1, 2, 3], [5, 1, 7, 2]), rng.integers(0, 4, 40)):
+        sched = Schedule.build(rng.random((3, 4)), np.full((3, 4), 0.9), gi, 4)
+        for row in (sched.alphas[1], sched.n[2] / 65536.0):
+            got = sched.per_element(row)
+            assert got.dtype == row.dtype
+            np.testing.assert_array_equal(got, row[gi])
+
+
+def test_trajectory_huge_finite_gradient_is_an_overflow_not_nan():
+    """Gradients whose sum overflows are finite: the fast finite check must not misreport."""
+    N = 5000
+    sched = Schedule.build(np.full(2, 0.1), np.full(2, 0.9), np.zeros(N, np.int64))
+    msgs = []
+    for name in ("numpy", "numba"):
+        with pytest.raises(FixedPointOverflowError) as e:
+            trajectory.forward(lambda w, m, t: np.full(N, 1e308), np.zeros(N), sched, kernel=name)
+        msgs.append(str(e.value))
+    assert msgs[0] == msgs[1] and "at step 0" in msgs[0]

@@ -9,7 +9,7 @@ where ``dL_V/dw`` is the cotangent of ``w_T``.  The methods differ in the
 inverse: ``i`` Neumann terms ``step * sum_{j=0..i} (I - step H)^j``
 (``neumann``; ``step`` defaults to the last learning rate of each element),
 ``i`` conjugate-gradient iterations (``cg``; optional ``damping`` adds
-``damping * I``), or ``scale * I`` (``identity``, as in T1-T2).  The Hessians
+``damping * I``; ``stats`` reports negative curvature met on the way), or ``scale * I`` (``identity``, as in T1-T2).  The Hessians
 are those of the training loss at the minibatches of the last ``at_steps``
 steps (averaged).  Training itself is plain float64.
 
@@ -38,8 +38,10 @@ def neumann_solve(hvp, b, terms, step):
 def cg_solve(hvp, b, iterations, damping=0.0, tol=0.0):
     """``iterations`` conjugate-gradient steps on ``(H + damping I) x = b`` from ``x = 0``.
 
-    Returns ``(x, info)``; stops early on a residual below ``tol * |b|`` or on
-    non-positive curvature (which CG cannot handle; ``info`` says so).
+    Returns ``(x, info)``; stops early on a residual below ``tol * |b|``.  CG
+    assumes a positive definite ``H``: directions of negative curvature (a
+    non-convex training loss) are followed anyway and reported in ``info``;
+    ``damping`` can restore definiteness.
     """
     b = np.asarray(b, dtype=np.float64)
     x = np.zeros_like(b)
@@ -53,9 +55,10 @@ def cg_solve(hvp, b, iterations, damping=0.0, tol=0.0):
             break
         Ap = hvp(p) + damping * p
         pAp = float(p @ Ap)
-        if not pAp > 0.0:
-            info["negative_curvature"] = True
+        if pAp == 0.0 or not np.isfinite(pAp):
             break
+        if pAp < 0.0:              # CG assumes H > 0; keep going (as plain CG does) but say so
+            info["negative_curvature"] = True
         a = rr / pAp
         x = x + a * p
         r = r - a * Ap
