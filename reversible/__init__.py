@@ -2,6 +2,7 @@
 
 from . import checkpoint
 from .api import sgd
+from .compare import compare
 from .buffer import InfoBuffer, effective_beta, quantize_beta
 from .errors import (BufferUnderflowError, CheckpointError, FixedPointOverflowError,
                      NonFiniteError, ReversibilityError, ReversibleError)
@@ -10,6 +11,6 @@ from .meta import MetaResult, optimize
 
 __version__ = "0.1.0"
 
-__all__ = ["sgd", "optimize", "MetaResult", "InfoBuffer", "ExactArray", "effective_beta", "quantize_beta",
+__all__ = ["sgd", "compare", "optimize", "MetaResult", "InfoBuffer", "ExactArray", "effective_beta", "quantize_beta",
            "ReversibleError", "ReversibilityError", "BufferUnderflowError",
            "FixedPointOverflowError", "NonFiniteError", "CheckpointError"]

@@ -17,6 +17,7 @@ are plain callables on flat float64 vectors; the GPU port and the autograd
 front end (:mod:`reversible.api`) both supply them.
 """
 
+import contextlib
 import time
 from dataclasses import dataclass, field
 
@@ -24,7 +25,8 @@ import numpy as np
 
 from . import kernels
 from .buffer import BETA_ONE, InfoBuffer, ideal_bits, quantize_beta
-from .errors import NonFiniteError, ReversibilityError
+from .errors import (BufferUnderflowError, FixedPointOverflowError, NonFiniteError,
+                     ReversibilityError)
 from .fixedpoint import DEFAULT_FRAC_BITS, check_frac_bits, to_fixed, to_float
 
 
@@ -203,14 +205,16 @@ def reverse(state, vjp, dw, dv=None, meta=None, meta_size=0, kernel="auto", prog
         alpha_e = sched.per_element(sched.alphas[t])
         n_t = sched.n[t]
         d_alpha[t] = sched.group_sum(dw * _to_float(state.V, scale))
-        state.W = k.reverse_position(state.W, state.V, sched.alphas[t], sched, frac_bits, t)
+        with _diverged_at(t):
+            state.W = k.reverse_position(state.W, state.V, sched.alphas[t], sched, frac_bits, t)
         dv += alpha_e * dw
         # (1 - beta) is per element: it scales the cotangent before the Hessian product
         g, hw, hm = vjp(_to_float(state.W, scale), meta, t,
                         sched.per_element(one_minus_betas[t]) * dv)
         g = _check_vector(g, N, "gradient", t)
         hw = _check_vector(hw, N, "Hessian-vector product", t)
-        state.V = k.reverse_velocity(state.V, g, n_t, sched, buffer, frac_bits, t)
+        with _diverged_at(t):
+            state.V = k.reverse_velocity(state.V, g, n_t, sched, buffer, frac_bits, t)
         d_beta[t] = sched.group_sum(dv * (_to_float(state.V, scale) + g))
         dw -= hw
         if d_meta is not None:
@@ -224,15 +228,32 @@ def reverse(state, vjp, dw, dv=None, meta=None, meta_size=0, kernel="auto", prog
     return {"w0": dw, "v0": dv, "alphas": d_alpha, "betas": d_beta, "meta": d_meta}
 
 
+_NOT_DETERMINISTIC = ("The training loss must be a deterministic function of (w, meta, t): draw "
+                      "minibatches from the step index t (e.g. numpy.random.Generator(Philox(key="
+                      "(seed, t)))), not from global random state or mutable data")
+
+
+@contextlib.contextmanager
+def _diverged_at(t):
+    """In the reverse pass, overflow or an empty buffer can only mean the trajectory diverged."""
+    try:
+        yield
+    except BufferUnderflowError as err:
+        raise BufferUnderflowError(f"reverse pass diverged from the forward trajectory at step {t}: "
+                                   f"{err}. {_NOT_DETERMINISTIC}") from err
+    except FixedPointOverflowError as err:
+        raise ReversibilityError(f"reverse pass diverged from the forward trajectory at step {t} "
+                                 f"(a value left the fixed-point range it stayed in going forward: "
+                                 f"{err}). {_NOT_DETERMINISTIC}") from err
+
+
 def _raise_not_reversed(state):
     dw_bits = int(np.count_nonzero(state.W != state.W0))
     dv_bits = int(np.count_nonzero(state.V != state.V0))
     raise ReversibilityError(
         f"the reverse pass did not return to the starting point bit for bit: {dw_bits} weights "
         f"and {dv_bits} velocities differ, buffer empty: {state.buffer.is_empty()}. "
-        "The training loss must be a deterministic function of (w, meta, t): draw minibatches "
-        "from the step index t (e.g. numpy.random.Generator(Philox(key=(seed, t)))), not from "
-        "global random state or mutable data")
+        + _NOT_DETERMINISTIC)
 
 
 def _to_float(X, scale):
