@@ -138,7 +138,6 @@ def _sweep(args, name, log_alphas, T, out, client):
 
 def run(args):
     """Run both sweeps and save ``chaos.json`` / ``chaos.npz`` in ``args.out``."""
-    import pathlib
     if args.quick:
         quick_settings(args)
     if args.scheduler in ("local", ""):

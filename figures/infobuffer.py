@@ -7,7 +7,6 @@ trajectory and against sqrt(T) checkpointing as T grows.
 
 import sys
 
-import numpy as np
 
 from experiments.common import load_results
 from figures import figure_parser, save_figure

@@ -5,7 +5,6 @@
 """
 
 import argparse
-import pathlib
 import sys
 
 import matplotlib
@@ -15,19 +14,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments.common import load_results  # noqa: E402
+from figures import save_figure as save  # noqa: E402
 
 NAME = "l2_per_weight"
-
-
-def save(fig, out_dir, name):
-    """Write ``name.png`` and ``name.pdf`` to ``out_dir``; return the paths."""
-    out = pathlib.Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    paths = [out / f"{name}.png", out / f"{name}.pdf"]
-    for p in paths:
-        fig.savefig(p, dpi=100)
-    plt.close(fig)
-    return paths
 
 
 def plot(results_dir, out_dir):

@@ -5,7 +5,6 @@ point.  Momenta are the engine's effective betas (``round(beta * 2**16) /
 2**16``) with a straight-through gradient, so both paths train the same model.
 """
 
-import autograd.numpy as anp
 from autograd import grad
 from autograd.tracer import getval
 
