@@ -299,8 +299,7 @@ def test_quadratic_table_direction_clip_beats_short_unrolls():
     assert np.median(np.abs(res["unroll1"] - q.lam_greedy)) < 0.1 * err["unroll1"]
 
 
-# ----------------------------------------------------------------- experiments (slow)
-@pytest.mark.slow
+# ------------------------------------------- experiments (quick modes: the CI smoke test)
 @pytest.mark.parametrize("name", ["online_quadratic", "online_digits", "online_graded"])
 def test_experiment_quick_runs_and_plots(name, tmp_path):
     import importlib
