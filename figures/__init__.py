@@ -1,12 +1,12 @@
 """Figure scripts: ``python -m figures.NAME --results DIR --out DIR`` writes NAME.png and NAME.pdf.
 
-Helpers shared by the scripts: :func:`figure_parser` and :func:`save_figure`.
+Helpers shared by the scripts: :func:`figure_parser`, :func:`save_figure` and :func:`run_figure`.
 """
 
 import argparse
 import pathlib
 
-__all__ = ["figure_parser", "save_figure"]
+__all__ = ["figure_parser", "save_figure", "run_figure"]
 
 
 def figure_parser(name, description):
@@ -27,3 +27,11 @@ def save_figure(fig, out_dir, name, dpi=100):
     fig.savefig(paths[1], bbox_inches="tight")
     plt.close(fig)
     return paths
+
+
+def run_figure(name, doc, plot, argv=None):
+    """The command line of a figure script whose ``plot(results_dir, out_dir)`` returns the paths written."""
+    args = figure_parser(name, doc.strip().splitlines()[0]).parse_args(argv)
+    for path in plot(args.results, args.out):
+        print("wrote", path)
+    return 0

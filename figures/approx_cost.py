@@ -3,7 +3,6 @@
     python -m figures.approx_cost --results results --out docs/figures
 """
 
-import argparse
 import sys
 
 import matplotlib
@@ -13,6 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments.common import load_results  # noqa: E402
+from figures import run_figure  # noqa: E402
 from figures.approx_horizon import save  # noqa: E402
 
 NAME = "approx_cost"
@@ -54,12 +54,7 @@ def plot(results_dir, out_dir):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--results", default="results", help=f"folder with {NAME}.json")
-    parser.add_argument("--out", default="docs/figures", help="folder for the PNG and PDF")
-    args = parser.parse_args(argv)
-    for p in plot(args.results, args.out):
-        print("wrote", p)
+    return run_figure("approx_cost", __doc__, plot, argv)
 
 
 if __name__ == "__main__":

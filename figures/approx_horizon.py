@@ -4,7 +4,6 @@
     python -m figures.approx_horizon --results results --out docs/figures
 """
 
-import argparse
 import sys
 
 import matplotlib
@@ -14,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments.common import load_results  # noqa: E402
+from figures import run_figure  # noqa: E402
 from figures import save_figure as save  # noqa: E402
 
 NAME = "approx_horizon"
@@ -57,12 +57,7 @@ def plot(results_dir, out_dir):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--results", default="results", help=f"folder with {NAME}.json")
-    parser.add_argument("--out", default="docs/figures", help="folder for the PNG and PDF")
-    args = parser.parse_args(argv)
-    for p in plot(args.results, args.out):
-        print("wrote", p)
+    return run_figure("approx_horizon", __doc__, plot, argv)
 
 
 if __name__ == "__main__":

@@ -4,7 +4,6 @@ hypergradient of ridge regression on diabetes (cf. Lorraine et al. 2020, Fig. 3)
     python -m figures.approx_ift_linear --results results --out docs/figures
 """
 
-import argparse
 import sys
 
 import matplotlib
@@ -14,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments.common import load_results  # noqa: E402
+from figures import run_figure  # noqa: E402
 from figures.approx_horizon import save  # noqa: E402
 
 NAME = "approx_ift_linear"
@@ -45,12 +45,7 @@ def plot(results_dir, out_dir):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--results", default="results", help=f"folder with {NAME}.json")
-    parser.add_argument("--out", default="docs/figures", help="folder for the PNG and PDF")
-    args = parser.parse_args(argv)
-    for p in plot(args.results, args.out):
-        print("wrote", p)
+    return run_figure("approx_ift_linear", __doc__, plot, argv)
 
 
 if __name__ == "__main__":

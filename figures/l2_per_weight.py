@@ -4,7 +4,6 @@
     python -m figures.l2_per_weight --results results --out docs/figures
 """
 
-import argparse
 import sys
 
 import matplotlib
@@ -14,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments.common import load_results  # noqa: E402
+from figures import run_figure  # noqa: E402
 from figures import save_figure as save  # noqa: E402
 
 NAME = "l2_per_weight"
@@ -45,12 +45,7 @@ def plot(results_dir, out_dir):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--results", default="results", help=f"folder with {NAME}.json")
-    parser.add_argument("--out", default="docs/figures", help="folder for the PNG and PDF")
-    args = parser.parse_args(argv)
-    for p in plot(args.results, args.out):
-        print("wrote", p)
+    return run_figure("l2_per_weight", __doc__, plot, argv)
 
 
 if __name__ == "__main__":

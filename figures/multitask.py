@@ -4,7 +4,6 @@ correlation per layer with the separate / tied / learned comparison (Fig. 9 and 
     python -m figures.multitask --results results --out docs/figures
 """
 
-import argparse
 import sys
 
 import matplotlib
@@ -14,6 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments.common import load_results  # noqa: E402
+from figures import run_figure  # noqa: E402
 from figures.l2_per_weight import save  # noqa: E402
 
 NAME = "multitask"
@@ -80,12 +80,7 @@ def plot(results_dir, out_dir):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--results", default="results", help=f"folder with {NAME}.json")
-    parser.add_argument("--out", default="docs/figures", help="folder for the PNGs and PDFs")
-    args = parser.parse_args(argv)
-    for p in plot(args.results, args.out):
-        print("wrote", p)
+    return run_figure("multitask", __doc__, plot, argv)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,6 @@ exact on the log learning rate.
     python -m figures.online_graded --results results --out docs/figures
 """
 
-import argparse
 import pathlib
 import sys
 
@@ -18,6 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments.common import load_results  # noqa: E402
+from figures import run_figure  # noqa: E402
 
 NAME = "online_graded"
 
@@ -64,12 +64,7 @@ def plot(results_dir, out_dir):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--results", default="results", help="folder with online_graded.json")
-    parser.add_argument("--out", default="docs/figures", help="folder for the PNG and PDF")
-    args = parser.parse_args(argv)
-    for p in plot(args.results, args.out):
-        print("wrote", p)
+    return run_figure("online_graded", __doc__, plot, argv)
 
 
 if __name__ == "__main__":

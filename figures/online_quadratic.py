@@ -3,7 +3,6 @@
     python -m figures.online_quadratic --results results --out docs/figures
 """
 
-import argparse
 import pathlib
 import sys
 
@@ -13,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from experiments.common import load_results  # noqa: E402
+from figures import run_figure  # noqa: E402
 
 NAME = "online_quadratic"
 
@@ -42,12 +42,7 @@ def plot(results_dir, out_dir):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--results", default="results", help="folder with online_quadratic.json")
-    parser.add_argument("--out", default="docs/figures", help="folder for the PNG and PDF")
-    args = parser.parse_args(argv)
-    for p in plot(args.results, args.out):
-        print("wrote", p)
+    return run_figure("online_quadratic", __doc__, plot, argv)
 
 
 if __name__ == "__main__":

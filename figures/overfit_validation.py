@@ -4,7 +4,6 @@ validation examples (Lorraine et al. 2020, section 5.2).
     python -m figures.overfit_validation --results results --out docs/figures
 """
 
-import argparse
 import sys
 
 import matplotlib
@@ -13,6 +12,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from experiments.common import load_results  # noqa: E402
+from figures import run_figure  # noqa: E402
 from figures.l2_per_weight import save  # noqa: E402
 
 NAME = "overfit_validation"
@@ -40,12 +40,7 @@ def plot(results_dir, out_dir):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--results", default="results", help=f"folder with {NAME}.json")
-    parser.add_argument("--out", default="docs/figures", help="folder for the PNG and PDF")
-    args = parser.parse_args(argv)
-    for p in plot(args.results, args.out):
-        print("wrote", p)
+    return run_figure("overfit_validation", __doc__, plot, argv)
 
 
 if __name__ == "__main__":
