@@ -6,14 +6,15 @@ one JSON file of scalars/lists plus one ``.npz`` of arrays per experiment
 (:func:`save_results` / :func:`load_results`; never pickle).
 """
 
+import argparse
 import json
 import os
 import pathlib
 
 import numpy as np
 
-__all__ = ["add_common_arguments", "load_data_from_args", "save_results", "load_results",
-           "to_jsonable"]
+__all__ = ["add_common_arguments", "parse_experiment_args", "load_data_from_args", "save_results",
+           "load_results", "to_jsonable"]
 
 
 def add_common_arguments(parser, default_out="results"):
@@ -28,6 +29,15 @@ def add_common_arguments(parser, default_out="results"):
                         help="Omniglot images_background*.zip archive(s) or a folder of them")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
     return parser
+
+
+def parse_experiment_args(name, doc, add_arguments, argv=None):
+    """Parse an experiment's command line: the common options plus its own ``add_arguments(parser)``."""
+    parser = argparse.ArgumentParser(prog=f"python -m experiments.{name}", description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_common_arguments(parser)
+    add_arguments(parser)
+    return parser.parse_args(argv)
 
 
 def load_data_from_args(args, n=None, kind=None):

@@ -10,13 +10,12 @@ every meta-iteration.
     python -m experiments.l2_per_weight --mnist-dir ../shared/data/mnist --out results
 """
 
-import argparse
 import time
 
 import autograd.numpy as anp
 import numpy as np
 
-from experiments.common import add_common_arguments, load_data_from_args, save_results
+from experiments.common import load_data_from_args, parse_experiment_args, save_results
 
 NAME = "l2_per_weight"
 
@@ -113,11 +112,7 @@ def run(data, cfg, seed=0, progress=True):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog=f"python -m experiments.{NAME}", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_arguments(parser)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
+    args = parse_experiment_args(NAME, __doc__, add_arguments, argv)
     cfg = resolve(args)
     data = load_data_from_args(args, kind="mnist")
     out, arrays = run(data, cfg, seed=args.seed, progress=not args.quick)

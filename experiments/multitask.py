@@ -14,14 +14,13 @@ learned cross-task covariance of layer ``l`` is ``S_l S_l^T``.
     python -m experiments.multitask --omniglot-zip ../shared/data/omniglot --out results
 """
 
-import argparse
 import time
 from dataclasses import dataclass
 
 import autograd.numpy as anp
 import numpy as np
 
-from experiments.common import add_common_arguments, load_data_from_args, save_results
+from experiments.common import load_data_from_args, parse_experiment_args, save_results
 
 NAME = "multitask"
 
@@ -286,11 +285,7 @@ def run(data, cfg, seed=0, progress=True):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(prog=f"python -m experiments.{NAME}", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_common_arguments(parser)
-    add_arguments(parser)
-    args = parser.parse_args(argv)
+    args = parse_experiment_args(NAME, __doc__, add_arguments, argv)
     cfg = resolve(args)
     if args.omniglot_zip:
         from reversible.data import load_omniglot

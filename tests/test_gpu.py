@@ -2,12 +2,10 @@
 specification, device-side error reporting, and GPU hypergradients against the CPU
 engine.  Skipped without CuPy and a CUDA device."""
 
-import importlib.util
-import pathlib
-import sys
 
 import numpy as np
 import pytest
+from _gpu_import import load_gpu  # tests/ is on sys.path
 
 import reversible
 from reversible.errors import FixedPointOverflowError, NonFiniteError
@@ -21,24 +19,8 @@ try:
 except Exception as err:  # noqa: BLE001 - any CUDA failure means: no usable GPU here
     pytest.skip(f"no CUDA device: {err}", allow_module_level=True)
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 
-
-def _load_gpu():
-    try:
-        import reversible.gpu as g
-        return g
-    except ModuleNotFoundError:
-        spec = importlib.util.spec_from_file_location(
-            "reversible.gpu", REPO / "gpu" / "__init__.py", submodule_search_locations=[str(REPO / "gpu")])
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["reversible.gpu"] = mod
-        spec.loader.exec_module(mod)
-        reversible.gpu = mod
-        return mod
-
-
-rgpu = _load_gpu()
+rgpu = load_gpu()
 from reversible.gpu import selfcheck  # noqa: E402
 from reversible.gpu.engine import FWD_KERNELS  # noqa: E402
 from reversible.gpu.mlp import MLP  # noqa: E402

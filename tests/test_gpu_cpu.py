@@ -4,13 +4,13 @@ capacity bound, error decoding, and the CUDA kernels' source run on the CPU
 
 import importlib.util
 import os
-import pathlib
 import subprocess
 import sys
 
 import autograd.numpy as anp
 import numpy as np
 import pytest
+from _gpu_import import REPO, load_gpu  # noqa: E402  (tests/ is on sys.path)
 from autograd import grad as ag_grad
 from autograd import make_jvp
 
@@ -20,25 +20,8 @@ from reversible.errors import (BufferUnderflowError, FixedPointOverflowError, No
                                ReversibilityError)
 from reversible.trajectory import Schedule, forward, reverse
 
-REPO = pathlib.Path(__file__).resolve().parents[1]
 
-
-def _load_gpu():
-    """``reversible.gpu`` (mapped to gpu/ by setup.cfg; loaded by path in an uninstalled checkout)."""
-    try:
-        import reversible.gpu as g
-        return g
-    except ModuleNotFoundError:
-        spec = importlib.util.spec_from_file_location(
-            "reversible.gpu", REPO / "gpu" / "__init__.py", submodule_search_locations=[str(REPO / "gpu")])
-        mod = importlib.util.module_from_spec(spec)
-        sys.modules["reversible.gpu"] = mod
-        spec.loader.exec_module(mod)
-        reversible.gpu = mod
-        return mod
-
-
-rgpu = _load_gpu()
+rgpu = load_gpu()
 from reversible.gpu import emulate, engine, selfcheck  # noqa: E402
 from reversible.gpu.mlp import MLP  # noqa: E402
 
