@@ -1,8 +1,10 @@
 """``method="unrolled"``: plain float64 training that autograd differentiates directly.
 
 The independent reference for every other method: O(T N) memory, no fixed
-point.  Momenta are the engine's effective betas (``round(beta * 2**16) /
-2**16``) with a straight-through gradient, so both paths train the same model.
+point.  The loop is the update rule's own float step (momentum or Adam) run on
+autograd boxes.  Momenta are the engine's effective betas
+(:func:`reversible.effective_beta`) with a straight-through gradient, so both
+paths train the same model.
 """
 
 from autograd import grad
@@ -10,6 +12,7 @@ from autograd.tracer import getval
 
 from ..buffer import effective_beta
 from . import register
+from .checkpointed import problem_rule
 
 
 def straight_through_beta(betas):
@@ -17,16 +20,16 @@ def straight_through_beta(betas):
     return betas + (effective_beta(getval(betas)) - getval(betas))
 
 
+def unroll(rule, loss, w, aux, hyper, meta, T):
+    """``w_T`` after ``T`` float steps of ``rule`` with (possibly boxed) ``hyper`` arrays."""
+    dloss = grad(loss, 0)
+    for t in range(T):
+        w, aux = rule.float_step(hyper, t, w, aux, dloss(w, meta, t))
+    return w
+
+
 @register("unrolled", traced=True)
 def run_unrolled(problem, w0, v0, alphas, betas, meta, stats):
     """Differentiate the float64 training loop with autograd (stores the trajectory)."""
-    dloss = grad(problem.loss, 0)
-    betas = straight_through_beta(betas)
-    gi = problem.group_index
-    w, v = w0, v0
-    for t in range(problem.T):
-        g = dloss(w, meta, t)
-        beta = betas[t][gi]
-        v = beta * v - (1.0 - beta) * g
-        w = w + alphas[t][gi] * v
-    return w
+    hyper = {"alphas": alphas, "betas": straight_through_beta(betas)}
+    return unroll(problem_rule(problem), problem.loss, w0, (v0,), hyper, meta, problem.T)
