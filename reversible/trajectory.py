@@ -56,8 +56,8 @@ class Schedule:
     def build(cls, alphas, betas, group_index, num_groups=None):
         group_index = np.asarray(group_index, dtype=np.int64)
         G = int(num_groups if num_groups is not None else (group_index.max() + 1 if group_index.size else 1))
-        alphas = _as_schedule(alphas, G, "alphas")
-        betas = _as_schedule(betas, G, "betas")
+        alphas = as_schedule(alphas, G, "alphas")
+        betas = as_schedule(betas, G, "betas")
         if alphas.shape[0] != betas.shape[0]:
             raise ValueError(f"alphas has {alphas.shape[0]} steps but betas has {betas.shape[0]}; "
                              "both schedules need one row per training step")
@@ -106,7 +106,7 @@ class Schedule:
         return float(np.sum(ideal_bits(self.n) * counts) / max(self.T * counts.sum(), 1))
 
 
-def _as_schedule(x, G, name):
+def as_schedule(x, G, name):
     x = np.asarray(x, dtype=np.float64)
     if x.ndim == 1:
         x = np.repeat(x[:, None], G, axis=1)
