@@ -358,6 +358,14 @@ class AdamRule:
     def __init__(self, schedule, kernel="auto"):
         self.schedule = schedule
         self.kernel_name = kernel
+        self._kernel = None
+
+    @property
+    def kernel(self):
+        if self._kernel is None:
+            from . import adam_kernels
+            self._kernel = adam_kernels.get(self.kernel_name)
+        return self._kernel
 
     # ----------------------------------------------------------- exact steps
     def start(self, w0, aux0, frac_bits):
@@ -372,13 +380,13 @@ class AdamRule:
         if state.fmt.m is None or state.fmt.s is None:
             state.fmt.resolve(g, self.schedule)
             state.stats["adam_frac_bits"] = state.fmt.as_dict()
-        numpy_forward_step(state, g, t)
+        self.kernel.forward_step(state, g, t)
 
     def exact_undo_position(self, state, t):
-        numpy_undo_position(state, t)
+        self.kernel.undo_position(state, t)
 
     def exact_undo_aux(self, state, g, t):
-        numpy_undo_moments(state, g, t)
+        self.kernel.undo_moments(state, g, t)
 
     def float_aux(self, state):
         return state.m, state.s
