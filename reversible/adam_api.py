@@ -14,7 +14,7 @@ from autograd.extend import defvjp_argnums, primitive
 from autograd.tracer import getval
 
 from . import methods
-from .adam_rule import AdamFormat, AdamSchedule, float_hyper
+from .adam_rule import AdamFormat, AdamSchedule
 from .methods.checkpointed import problem_rule
 from .methods.unrolled import unroll
 from .problem import Problem
@@ -102,9 +102,11 @@ def adam(train_loss, w0, alphas, beta1s, beta2s, meta=None, *, eps=1e-8, weight_
                  blind_to=list(m.blind_to))
     if m.traced:
         t0 = time.perf_counter()
-        hyper = float_hyper(alphas2, b1, b2, eps_g, wd2)
+        rule = problem_rule(problem)
+        hyper = rule.traced_hyper({"alphas": alphas2, "beta1s": b1, "beta2s": b2, "eps": eps_g,
+                                   "weight_decay": wd2})
         N = problem.N
-        w_T = unroll(problem_rule(problem), loss_flat, w0_flat, (np.zeros(N), np.zeros(N)),
+        w_T = unroll(rule, loss_flat, w0_flat, (np.zeros(N), np.zeros(N)),
                      hyper, meta_flat, problem.T)
         stats["forward_seconds"] = time.perf_counter() - t0
     else:

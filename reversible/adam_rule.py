@@ -148,18 +148,13 @@ def bias_correction(betas):
     return anp.stack(rows)
 
 
-def straight_through(values, applied):
-    """``applied`` in value, ``values`` in derivative (how every method sees quantised factors)."""
-    return values + (applied - getval(values))
-
-
 def float_hyper(alphas, beta1s, beta2s, eps, weight_decay):
     """The float step's hyperparameters from ``(T, G)`` arrays (autograd boxes allowed): betas and
     the decay factor as the engine applies them, with straight-through derivatives."""
-    b1 = straight_through(beta1s, effective_beta(getval(beta1s)))
-    b2 = straight_through(beta2s, effective_beta(getval(beta2s)))
+    b1 = trajectory.straight_through(beta1s, effective_beta(getval(beta1s)))
+    b2 = trajectory.straight_through(beta2s, effective_beta(getval(beta2s)))
     decay = 1.0 - alphas * weight_decay
-    decay = straight_through(decay, effective_beta(getval(decay)))
+    decay = trajectory.straight_through(decay, effective_beta(getval(decay)))
     return {"alphas": alphas, "beta1s": b1, "beta2s": b2, "c1": bias_correction(b1),
             "c2": bias_correction(b2), "eps": eps, "decay": decay, "weight_decay": weight_decay}
 
@@ -354,6 +349,8 @@ class AdamRule:
 
     name = "adam"
     aux_names = ("m", "s")
+    state_kinds = ("w0",)                   # the moments start at zero
+    hyper_kinds = ("alphas", "beta1s", "beta2s", "eps", "weight_decay")
 
     def __init__(self, schedule, kernel="auto"):
         self.schedule = schedule
@@ -404,6 +401,15 @@ class AdamRule:
         c1, c2 = s.bias_corrections()
         return {"alphas": s.alphas, "beta1s": s.beta1s, "beta2s": s.beta2s, "c1": c1, "c2": c2,
                 "eps": s.eps, "decay": s.decay, "weight_decay": s.weight_decay}
+
+    def raw_hyper(self, problem):
+        """The hyperparameters as given, by kind (``problem.betas`` holds ``beta1s``)."""
+        return {"alphas": problem.alphas, "beta1s": problem.betas, "beta2s": problem.beta2s,
+                "eps": problem.eps, "weight_decay": problem.weight_decay}
+
+    def traced_hyper(self, raw):
+        return float_hyper(raw["alphas"], raw["beta1s"], raw["beta2s"], raw["eps"],
+                           raw["weight_decay"])
 
     def float_step(self, hyper, t, w, aux, g):
         """One float64 Adam step (``hyper`` from :func:`float_hyper`; autograd boxes allowed)."""

@@ -31,9 +31,10 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from autograd.tracer import getval
 
 from . import kernels
-from .buffer import BETA_ONE, InfoBuffer, ideal_bits, quantize_beta
+from .buffer import BETA_ONE, InfoBuffer, effective_beta, ideal_bits, quantize_beta
 from .errors import (BufferUnderflowError, FixedPointOverflowError, NonFiniteError,
                      ReversibilityError)
 from .fixedpoint import DEFAULT_FRAC_BITS, check_frac_bits, to_fixed, to_float
@@ -199,17 +200,17 @@ class Derivatives:
         N, t = self.w.size, self.t
         if callable(u):
             if self.grad is not None:
-                g = _check_vector(self.grad(self.w, self.meta, t), N, "gradient", t)
+                g = check_vector(self.grad(self.w, self.meta, t), N, "gradient", t)
             else:
-                g = _check_vector(self.vjp(self.w, self.meta, t, np.zeros(N))[0], N, "gradient", t)
+                g = check_vector(self.vjp(self.w, self.meta, t, np.zeros(N))[0], N, "gradient", t)
             u = u(g)
             _, hw, hm = self.vjp(self.w, self.meta, t, u)
         else:
             g, hw, hm = self.vjp(self.w, self.meta, t, u)
-            g = _check_vector(g, N, "gradient", t)
-        hw = _check_vector(hw, N, "Hessian-vector product", t)
+            g = check_vector(g, N, "gradient", t)
+        hw = check_vector(hw, N, "Hessian-vector product", t)
         if self.meta_size:
-            hm = _check_vector(hm, self.meta_size, "mixed Hessian-vector product", t)
+            hm = check_vector(hm, self.meta_size, "mixed Hessian-vector product", t)
         return g, hw, hm
 
 
@@ -226,6 +227,8 @@ class MomentumRule:
 
     name = "momentum"
     aux_names = ("v",)
+    state_kinds = ("w0", "v0")              # differentiable initial state
+    hyper_kinds = ("alphas", "betas")       # differentiable hyperparameters, in argument order
 
     def __init__(self, schedule, kernel="auto"):
         self.schedule = schedule
@@ -278,6 +281,16 @@ class MomentumRule:
         """The step's hyperparameters as float64 ``(T, G)`` arrays (momenta as applied)."""
         return {"alphas": self.schedule.alphas, "betas": self.schedule.betas}
 
+    def raw_hyper(self, problem):
+        """The hyperparameters as the user gave them, by kind."""
+        return {"alphas": problem.alphas, "betas": problem.betas}
+
+    def traced_hyper(self, raw):
+        """:meth:`float_hyper` from raw values that may be autograd boxes (straight-through
+        derivative of the momentum quantisation)."""
+        return {"alphas": raw["alphas"],
+                "betas": straight_through(raw["betas"], effective_beta(getval(raw["betas"])))}
+
     def float_step(self, hyper, t, w, aux, g):
         """``v <- beta v - (1 - beta) g``, ``w <- w + alpha v`` (``hyper`` may hold autograd boxes)."""
         per = self.schedule.traceable_per_element
@@ -321,6 +334,11 @@ class MomentumRule:
                 "alphas": cot.hyper["alphas"], "betas": cot.hyper["betas"], "meta": cot.meta}
 
 
+def straight_through(values, applied):
+    """``applied`` in value, ``values`` in derivative: how every method sees a quantised factor."""
+    return values + (applied - getval(values))
+
+
 def float_train(rule, grad, w, aux, meta, t_start, t_stop, keep=None):
     """Float64 training with ``rule`` over steps ``t_start .. t_stop-1``; returns ``(w, aux)``.
 
@@ -333,11 +351,11 @@ def float_train(rule, grad, w, aux, meta, t_start, t_stop, keep=None):
     for t in range(t_start, t_stop):
         if keep is not None:
             keep(t, w, aux)
-        g = _check_vector(grad(w, meta, t), N, "gradient", t)
+        g = check_vector(grad(w, meta, t), N, "gradient", t)
         w, aux = rule.float_step(hyper, t, w, aux, g)
-        _check_vector(w, N, "weights after the update", t)
+        check_vector(w, N, "weights after the update", t)
         for name, a in zip(rule.aux_names, aux):
-            _check_vector(a, N, f"optimiser state {name} after the update", t)
+            check_vector(a, N, f"optimiser state {name} after the update", t)
     if keep is not None:
         keep(t_stop, w, aux)
     return w, aux
@@ -375,7 +393,7 @@ def run_forward(rule, state, grad, meta=None, progress=False):
     scale = 2.0 ** -state.frac_bits
     for t in _progress(range(schedule.T), schedule.T, progress, f"exact forward ({rule.name})"):
         g = grad(_to_float(state.W, scale), meta, t)
-        g = _check_vector(g, N, "gradient", t)
+        g = check_vector(g, N, "gradient", t)
         rule.exact_forward(state, g, t)
     state.stats.update(
         forward_seconds=time.perf_counter() - t_start,
@@ -406,14 +424,14 @@ def reverse(state, vjp, dw, dv=None, meta=None, meta_size=0, kernel="auto", prog
     rule = state.schedule.rule(kernel)
     sched, frac_bits = state.schedule, state.frac_bits
     N = state.W.size
-    dw = _check_vector(dw, N, "cotangent of w_T", None).copy()
+    dw = check_vector(dw, N, "cotangent of w_T", None).copy()
     n_aux = len(rule.aux_names)
     if dv is None:
         daux = [np.zeros(N) for _ in range(n_aux)]
     else:
         dv = (dv,) if n_aux == 1 else tuple(dv)
         daux = [np.zeros(N) if d is None else
-                _check_vector(d, N, f"cotangent of {name}_T", None).copy()
+                check_vector(d, N, f"cotangent of {name}_T", None).copy()
                 for d, name in zip(dv, rule.aux_names)]
     cot = Cotangents(rule, dw, daux, meta_size)
     scale = 2.0 ** -frac_bits
@@ -477,7 +495,7 @@ def _all_finite(x):
     return bool(np.isfinite(x).all())
 
 
-def _check_vector(x, size, what, step):
+def check_vector(x, size, what, step):
     x = np.asarray(x, dtype=np.float64)
     if x.size != size:
         where = f" at step {step}" if step is not None else ""

@@ -10,26 +10,26 @@ paths train the same model.
 from autograd import grad
 from autograd.tracer import getval
 
-from ..buffer import effective_beta
+from ..trajectory import check_vector
 from . import register
 from .checkpointed import problem_rule
-
-
-def straight_through_beta(betas):
-    """``effective_beta(betas)`` in value, identity in derivative."""
-    return betas + (effective_beta(getval(betas)) - getval(betas))
 
 
 def unroll(rule, loss, w, aux, hyper, meta, T):
     """``w_T`` after ``T`` float steps of ``rule`` with (possibly boxed) ``hyper`` arrays."""
     dloss = grad(loss, 0)
+    N = getval(w).size
     for t in range(T):
-        w, aux = rule.float_step(hyper, t, w, aux, dloss(w, meta, t))
+        g = dloss(w, meta, t)
+        check_vector(getval(g), N, "gradient", t)        # loud like the exact engine
+        w, aux = rule.float_step(hyper, t, w, aux, g)
+        check_vector(getval(w), N, "weights after the update", t)
     return w
 
 
 @register("unrolled", traced=True)
 def run_unrolled(problem, w0, v0, alphas, betas, meta, stats):
     """Differentiate the float64 training loop with autograd (stores the trajectory)."""
-    hyper = {"alphas": alphas, "betas": straight_through_beta(betas)}
-    return unroll(problem_rule(problem), problem.loss, w0, (v0,), hyper, meta, problem.T)
+    rule = problem_rule(problem)
+    hyper = rule.traced_hyper({"alphas": alphas, "betas": betas})
+    return unroll(rule, problem.loss, w0, (v0,), hyper, meta, problem.T)
