@@ -149,7 +149,9 @@ def run_forward(problem, stats, basis=None):
             point = (w, aux, rows_t)
             if problem.meta_size:
                 tangent, point = tangent + (d_meta[d],), point + (problem.meta,)
-            tz = make_jvp(step)(point)(tangent)[1].reshape(1 + len(z_aux), problem.N)
+            tz = make_jvp(step)(point)(tangent)[1]
+            tz = trajectory.check_vector(tz, tz.size, "tangent (Hessian-vector product)",
+                                         t).reshape(1 + len(z_aux), problem.N)
             jvps += 1
             zw[d] = tz[0]
             for z, row in zip(z_aux, tz[1:]):
