@@ -490,8 +490,10 @@ def _to_float(X, scale):
 def _all_finite(x):
     """Whether ``x`` has no NaN / Inf.  A finite sum proves it (NaN and Inf propagate through
     a sum); only when the sum is not finite (or x is small) is the elementwise test run."""
-    if x.size > 4096 and np.isfinite(np.add.reduce(x)):
-        return True
+    if x.size > 4096:
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(np.add.reduce(x)):
+                return True
     return bool(np.isfinite(x).all())
 
 
