@@ -455,3 +455,13 @@ def test_trajectory_huge_finite_gradient_is_an_overflow_not_nan():
             trajectory.forward(lambda w, m, t: np.full(N, 1e308), np.zeros(N), sched, kernel=name)
         msgs.append(str(e.value))
     assert msgs[0] == msgs[1] and "at step 0" in msgs[0]
+
+
+def test_warm_up_compiles_once_and_exercises_every_regime(capsys):
+    """warm_up returns seconds spent, runs forward and reverse (checked), and is free the second time."""
+    first = kernels.warm_up("numba")
+    assert first >= 0.0
+    assert kernels.warm_up("numba") == 0.0
+    assert kernels.warm_up("numpy") >= 0.0
+    err = capsys.readouterr().err
+    assert err.count("\n") <= 1 and (not err or err.startswith("compiling the exact kernel"))
