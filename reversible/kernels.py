@@ -3,7 +3,7 @@
 A kernel is a namespace with three functions on int64 fixed-point vectors:
 
 * ``forward_step(W, V, g, alpha_row, n_row, schedule, buffer, frac_bits, t) -> (W, V)``:
-  ``V <- n/2**16 * V - fix((1 - beta) g)``, then ``W <- W + fix(alpha * V)``;
+  ``V <- n/2**32 * V - fix((1 - beta) g)``, then ``W <- W + fix(alpha * V)``;
 * ``reverse_position(W, V, alpha_row, schedule, frac_bits, t) -> W``: undo the position update;
 * ``reverse_velocity(V, g, n_row, schedule, buffer, frac_bits, t) -> V``: undo the velocity update.
 
@@ -22,10 +22,8 @@ import types
 
 import numpy as np
 
-from .buffer import BETA_ONE
+from .buffer import one_minus_beta
 from .fixedpoint import checked_add, to_fixed, to_float
-
-_ONE_MINUS_BETA_SCALE = 2.0 ** -16
 
 
 def _row_per_element(row, schedule):
@@ -39,8 +37,7 @@ def _np_forward_step(W, V, g, alpha_row, n_row, schedule, buffer, frac_bits, t):
     n_e = _row_per_element(n_row, schedule)
     alpha_e = _row_per_element(alpha_row, schedule)
     V = buffer.multiply(V, n_e)
-    one_minus_beta = (BETA_ONE - n_e) * _ONE_MINUS_BETA_SCALE      # exact in float64
-    D = to_fixed(one_minus_beta * g, frac_bits, "gradient step (1 - beta) * g", t)
+    D = to_fixed(one_minus_beta(n_e) * g, frac_bits, "gradient step (1 - beta) * g", t)
     V = checked_add(V, D, frac_bits, "velocity", t, subtract=True)
     D = to_fixed(alpha_e * to_float(V, frac_bits), frac_bits, "weight step alpha * v", t)
     W = checked_add(W, D, frac_bits, "weights", t)
@@ -55,8 +52,7 @@ def _np_reverse_position(W, V, alpha_row, schedule, frac_bits, t):
 
 def _np_reverse_velocity(V, g, n_row, schedule, buffer, frac_bits, t):
     n_e = _row_per_element(n_row, schedule)
-    one_minus_beta = (BETA_ONE - n_e) * _ONE_MINUS_BETA_SCALE
-    D = to_fixed(one_minus_beta * g, frac_bits, "gradient step (1 - beta) * g", t)
+    D = to_fixed(one_minus_beta(n_e) * g, frac_bits, "gradient step (1 - beta) * g", t)
     V = checked_add(V, D, frac_bits, "velocity", t)
     return buffer.divide(V, n_e)
 
