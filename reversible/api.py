@@ -33,7 +33,7 @@ def sgd(train_loss, w0, alphas, betas, meta=None, *, v0=None, method="exact", fr
     ``method``: ``"exact"`` (reversible fixed point, O(N) memory) or
     ``"unrolled"`` (autograd through the float64 loop, O(T N) memory), or an
     approximate method from :mod:`reversible.methods`.  Momenta are applied as
-    ``round(beta * 2**16) / 2**16`` by every method.
+    ``round(beta * 2**32) / 2**32`` by every method.
 
     ``stats``, if a dict, is filled with timings and information-buffer
     figures (``buffer_bits``, ``bits_per_element_step``,
