@@ -39,6 +39,19 @@ class Problem:
     _grad: object = field(default=None, repr=False)
     _grad_both: object = field(default=None, repr=False)
 
+    @classmethod
+    def from_containers(cls, train_loss, structure, meta_structure, **fields):
+        """A problem for ``train_loss(w, meta, t)`` written on the user's containers.
+
+        ``structure`` / ``meta_structure`` (:class:`~reversible.structure.Structure`)
+        rebuild the containers from the flat vectors the methods work on; their
+        unflatten is differentiable at O(N) cost per gradient or Hessian product.
+        """
+        def loss(w, meta, t):
+            m = None if meta_structure is None else meta_structure.unflatten(meta)
+            return train_loss(structure.unflatten(w), m, t)
+        return cls(loss=loss, group_index=structure.group_index(), **fields)
+
     def __post_init__(self):
         self._grad = ag_grad(self.loss, 0)
         if self.meta is not None:
