@@ -10,6 +10,7 @@ from . import methods
 from .inputs import sgd_inputs
 
 _ARG_NAMES = ("w0", "v0", "alphas", "betas", "meta")
+FIXED_POINT_METHODS = ("exact", "drmad")     # the methods whose training runs at frac_bits
 
 
 def sgd(train_loss, w0, alphas, betas, meta=None, *, v0=None, method="exact", frac_bits=None,
@@ -34,14 +35,23 @@ def sgd(train_loss, w0, alphas, betas, meta=None, *, v0=None, method="exact", fr
     non-finite or out-of-range values (a step size <= 0, a momentum outside
     ``(0, 1]``) raise an error naming the argument; nothing is silently cast.
 
+    ``frac_bits`` (default 52) sets the fixed point of the exact engine:
+    resolution ``2**-frac_bits``, range ``|w|, |v| < 2**(63 - frac_bits)``; the
+    information buffer's size does not depend on it.  Step 0 checks that the
+    resolution suits the increments: coarse gives a ``ResolutionWarning``,
+    hopeless (e.g. ``frac_bits=16`` on the digits MLP) a ``ValueError`` naming
+    the ``frac_bits`` that would do (see :mod:`reversible.resolution`).
+
     ``stats``, if a dict, is filled with timings and information-buffer
     figures (``buffer_bits``, ``bits_per_element_step``,
-    ``ideal_bits_per_element_step``, ``reversed_exactly``, ...).
+    ``ideal_bits_per_element_step``, ``reversed_exactly``,
+    ``first_step_rounding``, ...).
     """
     m = methods.get(method)
     _check_options(m, options)
     inp = sgd_inputs(train_loss, w0, alphas, betas, meta, v0=v0, frac_bits=frac_bits,
-                     kernel=kernel, progress=progress, hvp=hvp, stats=stats)
+                     kernel=kernel, progress=progress, hvp=hvp, stats=stats,
+                     fixed_point=method in FIXED_POINT_METHODS)
     problem, params, stats = inp.problem, inp.params, inp.stats
     stats.update(method=method, T=problem.T, N=problem.N, groups=problem.G,
                  frac_bits=problem.frac_bits, blind_to=list(m.blind_to))
@@ -67,6 +77,8 @@ class _Context:
 @primitive
 def _sgd_flat(w0, v0, alphas, betas, meta, ctx):
     w_T, ctx.backward = ctx.method.run(ctx.problem, ctx.stats, **ctx.options)
+    if ctx.problem.first_step_rounding is not None:
+        ctx.stats["first_step_rounding"] = ctx.problem.first_step_rounding
     return np.asarray(w_T, dtype=np.float64)
 
 

@@ -122,8 +122,12 @@ class SGDInputs:
 
 
 def sgd_inputs(train_loss, w0, alphas, betas, meta=None, *, v0=None, frac_bits=None,
-               kernel="auto", progress=False, hvp="auto", stats=None):
-    """Validate the arguments of :func:`reversible.sgd` and build its :class:`Problem`."""
+               kernel="auto", progress=False, hvp="auto", stats=None, fixed_point=True):
+    """Validate the arguments of :func:`reversible.sgd` and build its :class:`Problem`.
+
+    ``fixed_point``: the run trains in fixed point, so the problem checks on
+    step 0 that ``frac_bits`` resolves the increments (:mod:`reversible.resolution`).
+    """
     validate.function(train_loss, "train_loss", " train_loss(w, meta, t) -> scalar")
     stats = validate.stats_dict(stats)
     params = parameters(w0, meta, v0)
@@ -140,7 +144,8 @@ def sgd_inputs(train_loss, w0, alphas, betas, meta=None, *, v0=None, frac_bits=N
         train_loss, params.structure, params.meta_structure,
         w0=_copy(params.w0), v0=_copy(params.v0), alphas=_values(alphas2),
         betas=_values(betas2), meta=None if params.meta is None else _values(params.meta),
-        frac_bits=frac_bits, kernel=kernel, progress=progress, hvp=hvp)
+        frac_bits=frac_bits, kernel=kernel, progress=progress, hvp=hvp,
+        check_resolution=bool(fixed_point))
     return SGDInputs(params, alphas2, betas2, problem, stats)
 
 

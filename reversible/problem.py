@@ -20,6 +20,7 @@ from autograd import grad as ag_grad
 from autograd import make_jvp, make_vjp
 
 from .buffer import effective_beta
+from .resolution import check_first_step
 from .trajectory import Schedule
 
 
@@ -36,6 +37,8 @@ class Problem:
     kernel: str = "auto"
     progress: bool = False
     hvp: str = "auto"            # "forward", "reverse" or "auto"
+    check_resolution: bool = False   # check frac_bits against step 0's increments (fixed point)
+    first_step_rounding: object = None   # set by that check (see reversible.resolution)
     _grad: object = field(default=None, repr=False)
     _grad_both: object = field(default=None, repr=False)
 
@@ -84,7 +87,13 @@ class Problem:
 
     # ------------------------------------------------------- derivatives
     def grad(self, w, meta, t):
-        return np.asarray(self._grad(w, meta, t), dtype=np.float64)
+        g = np.asarray(self._grad(w, meta, t), dtype=np.float64)
+        if self.check_resolution and t == 0:
+            self.check_resolution = False          # once: step 0 of the forward pass
+            beta = self.per_element(self.effective_betas()[0])
+            self.first_step_rounding = check_first_step(
+                g, self.v0, self.per_element(self.alphas[0]), 1.0 - beta, beta, self.frac_bits)
+        return g
 
     def vjp(self, w, meta, t, u):
         """``(g, H_ww u, H_meta,w u)`` at ``(w, meta, t)``."""
