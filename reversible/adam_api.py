@@ -13,12 +13,11 @@ import numpy as np
 from autograd.extend import defvjp_argnums, primitive
 from autograd.tracer import getval
 
-from . import methods
+from . import inputs, methods, validate
 from .adam_rule import AdamFormat, AdamSchedule
 from .methods.checkpointed import problem_rule
 from .methods.unrolled import unroll
 from .problem import Problem
-from .structure import Structure
 
 ADAM_METHODS = ("exact", "unrolled", "checkpointed", "truncated", "drmad", "forward")
 _ARG_NAMES = ("w0", "alphas", "beta1s", "beta2s", "eps", "weight_decay", "meta")
@@ -57,7 +56,8 @@ def adam(train_loss, w0, alphas, beta1s, beta2s, meta=None, *, eps=1e-8, weight_
     memory), the float64 reference with ``"unrolled"``, or approximate with
     ``"checkpointed"``, ``"truncated"``, ``"drmad"`` or ``"forward"``.
     ``frac_bits`` is the weights' (int) or a dict ``{"w", "m", "s"}`` giving
-    the moments' formats too (see :mod:`reversible.adam_rule`).
+    the moments' formats too (see :mod:`reversible.adam_rule`).  Arguments are
+    checked by :mod:`reversible.inputs` / :mod:`reversible.validate`, as for ``sgd``.
     """
     if method not in ADAM_METHODS:
         raise ValueError(f"method {method!r} does not support Adam; choose one of "
@@ -67,37 +67,32 @@ def adam(train_loss, w0, alphas, beta1s, beta2s, meta=None, *, eps=1e-8, weight_
         _check_options(m, options)
     elif options:
         raise ValueError(f"method {method!r} does not take option(s) {sorted(options)}")
-    structure = Structure(w0, "w0")
-    G = structure.num_groups
-    w0_flat = structure.flatten(w0)
-    alphas2 = _rows(alphas, G, "alphas")
-    T = anp.shape(alphas2)[0]
-    b1 = _rows(beta1s, G, "beta1s", T)
-    b2 = _rows(beta2s, G, "beta2s", T)
+    validate.function(train_loss, "train_loss", " train_loss(w, meta, t) -> scalar")
+    stats = validate.stats_dict(stats)
+    params = inputs.parameters(w0, meta)
+    G = params.num_groups
+    alphas2 = inputs.schedule(alphas, G, "alphas", 0.0, low_open=True, hint=inputs.ALPHA_HINT)
+    b1 = inputs.momentum_schedule(beta1s, G, "beta1s")
+    b2 = inputs.momentum_schedule(beta2s, G, "beta2s")
+    T = inputs.same_steps(alphas=alphas2, beta1s=b1, beta2s=b2)
     eps_g = _per_group(eps, G, "eps")
     wd2 = _decay_rows(weight_decay, G, T)
-    if meta is not None:
-        meta_structure = Structure(meta, "meta")
-        meta_flat = meta_structure.flatten(meta)
-    else:
-        meta_structure, meta_flat = None, None
-    if hvp not in ("auto", "forward", "reverse"):
-        raise ValueError(f"hvp must be 'auto', 'forward' or 'reverse'; got {hvp!r}")
+    if not isinstance(kernel, str):
+        raise TypeError(f"kernel must be a kernel name (a str); got {kernel!r}")
+    progress = validate.flag(progress, "progress")
+    validate.choice(hvp, "hvp", inputs.HVP_MODES)
     AdamFormat.parse(frac_bits, G)          # validates before any training
-
-    def loss_flat(w, m_flat, t):
-        mm = None if meta_structure is None else meta_structure.unflatten(m_flat)
-        return train_loss(structure.unflatten(w), mm, t)
 
     def plain(x):
         return np.array(getval(x), dtype=np.float64)
 
-    problem = AdamProblem(loss_flat, plain(w0_flat), None, plain(alphas2), plain(b1),
-                          None if meta_flat is None else plain(meta_flat),
-                          structure.group_index(), frac_bits, kernel, progress, hvp,
-                          beta2s=plain(b2), eps=plain(eps_g), weight_decay=plain(wd2))
+    problem = AdamProblem.from_containers(
+        train_loss, params.structure, params.meta_structure, w0=plain(params.w0), v0=None,
+        alphas=plain(alphas2), betas=plain(b1),
+        meta=None if params.meta is None else plain(params.meta), frac_bits=frac_bits,
+        kernel=kernel, progress=progress, hvp=hvp, beta2s=plain(b2), eps=plain(eps_g),
+        weight_decay=plain(wd2))
     problem.schedule()                      # validates the schedules before any training
-    stats = {} if stats is None else stats
     stats.update(method=method, rule="adam", T=problem.T, N=problem.N, groups=G,
                  blind_to=list(m.blind_to))
     if m.traced:
@@ -106,13 +101,13 @@ def adam(train_loss, w0, alphas, beta1s, beta2s, meta=None, *, eps=1e-8, weight_
         hyper = rule.traced_hyper({"alphas": alphas2, "beta1s": b1, "beta2s": b2, "eps": eps_g,
                                    "weight_decay": wd2})
         N = problem.N
-        w_T = unroll(rule, loss_flat, w0_flat, (np.zeros(N), np.zeros(N)),
-                     hyper, meta_flat, problem.T)
+        w_T = unroll(rule, problem.loss, params.w0, (np.zeros(N), np.zeros(N)), hyper,
+                     params.meta, problem.T)
         stats["forward_seconds"] = time.perf_counter() - t0
     else:
-        w_T = _adam_flat(w0_flat, alphas2, b1, b2, eps_g, wd2, meta_flat,
+        w_T = _adam_flat(params.w0, alphas2, b1, b2, eps_g, wd2, params.meta,
                          _Context(m, problem, options, stats))
-    return structure.unflatten(w_T)
+    return params.unflatten(w_T)
 
 
 class _Context:
@@ -153,33 +148,10 @@ def _check_options(method, options):
                          f"its options are {allowed or 'none'}")
 
 
-def _numeric(x, name):
-    val = np.asarray(getval(x))
-    if not np.issubdtype(val.dtype, np.number) or np.iscomplexobj(val):
-        raise ValueError(f"{name} must be a real float array; got dtype {val.dtype}")
-    if not np.all(np.isfinite(val)):
-        raise ValueError(f"{name} contains NaN or Inf")
-    return val
-
-
-def _rows(x, G, name, T=None):
-    """A ``(T,)`` or ``(T, G)`` schedule as a differentiable ``(T, G)`` array."""
-    val = _numeric(x, name)
-    if val.ndim == 1 and val.shape[0] >= 1:
-        out = anp.reshape(x, (-1, 1)) * anp.ones((1, G))
-    elif val.ndim == 2 and val.shape[1] == G and val.shape[0] >= 1:
-        out = x * 1.0
-    else:
-        raise ValueError(f"{name} must have shape (T,) or (T, {G}) for {G} parameter group(s) "
-                         f"with T >= 1; got {val.shape}")
-    if T is not None and anp.shape(out)[0] != T:
-        raise ValueError(f"alphas has {T} steps but {name} has {anp.shape(out)[0]}; give every "
-                         "schedule one row per training step")
-    return out
-
-
 def _per_group(x, G, name):
-    val = _numeric(x, name)
+    """A positive scalar or one value per group as a differentiable ``(G,)`` array."""
+    val = validate.real_array(x, name)
+    validate.in_interval(val, name, 0.0, low_open=True)
     if val.ndim == 0:
         return x * anp.ones(G)
     if val.shape == (G,):
@@ -188,7 +160,9 @@ def _per_group(x, G, name):
 
 
 def _decay_rows(x, G, T):
-    val = _numeric(x, "weight_decay")
+    """AdamW's decay (scalar, per group or ``(T, G)``, each >= 0) as a differentiable ``(T, G)``."""
+    val = validate.real_array(x, "weight_decay")
+    validate.in_interval(val, "weight_decay", 0.0)
     if val.ndim == 0 or val.shape == (G,):
         return anp.ones((T, 1)) * anp.reshape(x * anp.ones(G), (1, G))
     if val.shape == (T, G):

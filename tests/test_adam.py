@@ -117,7 +117,7 @@ def test_bits_stored_are_close_to_the_information_bound():
     sched = _schedule(200, b1=0.9, b2=0.999, wd=0.01, alpha=0.01, vary=False)
     state = trajectory.forward(grad, np.random.default_rng(0).normal(size=N), sched)
     ideal = state.stats["ideal_bits_per_element_step"]
-    assert abs(state.stats["bits_per_element_step"] / ideal - 1) < 0.01
+    assert abs(state.stats["bits_per_element_step"] / ideal - 1) < 0.001
 
 
 # ------------------------------------------------------------------ fidelity
@@ -138,8 +138,8 @@ def float_adam(grad_fn, w0, sched, meta=None):
 
 
 def fidelity_tolerance():
-    """1e-9 with the fine momentum quantum; coarser before it (bits-back rounding error)."""
-    return 1e-9 if BETA_ONE > 2 ** 16 else 1e-5
+    """The exact trajectory's distance to float64 Adam, relative (measured: ~3e-11)."""
+    return 1e-9
 
 
 @pytest.mark.parametrize("T, wd", [(100, 0.0), (300, 0.02)])
@@ -211,7 +211,8 @@ def _relerr(a, b):
 
 
 def hypergradient_tolerance():
-    return 1e-7 if BETA_ONE > 2 ** 16 else 1e-5
+    """Exact against unrolled, relative per kind (measured: ~1e-11)."""
+    return 1e-9
 
 
 @pytest.mark.parametrize("eps, wd", [
@@ -325,14 +326,14 @@ def _simple():
 @pytest.mark.parametrize("change, fragment", [
     ({"method": "cg"}, "does not support Adam"),
     ({"method": "bogus"}, "does not support Adam"),
-    ({"eps": -1.0}, "eps must be a positive"),
+    ({"eps": -1.0}, r"eps must lie in \(0, inf\)"),
     ({"eps": np.array([1e-8, 1e-8, 1e-8])}, "eps must be a scalar or one value per group"),
     ({"eps": np.nan}, "eps contains NaN"),
-    ({"weight_decay": -0.1}, "weight_decay must be finite and >= 0"),
+    ({"weight_decay": -0.1}, r"weight_decay must lie in \[0, inf\)"),
     ({"weight_decay": 100.0}, r"1 - alpha \* weight_decay must lie in \(0, 1\]"),
     ({"weight_decay": np.ones((3, 2))}, "weight_decay must be a scalar"),
     ({"beta1s": np.full(5, 1.0)}, "first step must be below 1"),
-    ({"beta2s": np.full(5, 1.5)}, r"beta2s: every beta must lie in \(0, 1\]"),
+    ({"beta2s": np.full(5, 1.5)}, r"every entry of beta2s must lie in \(0, 1\]"),
     ({"beta1s": np.full(4, 0.9)}, "alphas has 5 steps but beta1s has 4"),
     ({"alphas": np.full(5, np.nan)}, "alphas contains NaN"),
     ({"frac_bits": {"w": 52, "q": 3}}, "keys 'w', 'm', 's'"),
@@ -411,3 +412,19 @@ def test_effective_beta_is_what_every_method_applies():
     b = reversible.adam(loss, hyp["w0"], hyp["alphas"], b1_eff, hyp["beta2s"], hyp["meta"],
                         method="unrolled")
     assert np.array_equal(_flat(a), _flat(b))
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"eps": 1e-8 + 0j}, "eps is complex"),
+    ({"alphas": np.full(5, 0.1 + 0j)}, "alphas is complex"),
+    ({"stats": []}, "stats must be a dict"),
+    ({"progress": "yes"}, "progress must be True or False"),
+])
+def test_wrong_kinds_are_type_errors(change, fragment):
+    loss, hyp = _simple()
+    args = dict(hyp)
+    opts = {k: change.pop(k) for k in list(change) if k in ("stats", "progress")}
+    args.update(change)
+    with pytest.raises(TypeError, match=fragment):
+        reversible.adam(loss, args["w0"], args["alphas"], args["beta1s"], args["beta2s"],
+                        args["meta"], eps=args["eps"], weight_decay=args["weight_decay"], **opts)
