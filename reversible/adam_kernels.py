@@ -23,7 +23,13 @@ def _numpy():
                                  undo_moments=adam_rule.numpy_undo_moments)
 
 
-_REGISTRY = {"numpy": _numpy}
+def _numba():
+    """The compiled kernel (:mod:`reversible.adam_numba`); ImportError without numba."""
+    from .adam_numba import numba_adam_kernel
+    return numba_adam_kernel
+
+
+_REGISTRY = {"numpy": _numpy, "numba": _numba}
 
 
 def available():

@@ -257,18 +257,37 @@ class AdamState:
 
 
 # ------------------------------------------------- the exact step (NumPy spec)
+M_STEP = "first-moment step (1 - beta1) g"
+S_STEP = "second-moment step (1 - beta2) g^2"
+W_STEP = "weight step alpha m / (sqrt(s) + eps)"
+M_NAME, S_NAME, W_NAME = "first moment m", "second moment s", "weights"
+
+
+def fix_error(what, t, finite):
+    """The error for a value that cannot be rounded to the grid (every Adam kernel raises it)."""
+    if not finite:
+        return NonFiniteError(f"{what} at step {t} contains NaN or Inf")
+    return overflow_error(what, t)
+
+
+def overflow_error(what, t):
+    return FixedPointOverflowError(f"{what} at step {t} overflows its fixed-point range; "
+                                   + _FORMAT_REMEDY)
+
+
+def negative_s_error(t):
+    return NonFiniteError(f"second moment s at step {t} is negative: the state is corrupt")
+
+
 def _fix(x, scale, what, t):
     """``rint(x * scale)`` as int64 (``scale`` a power of two, scalar or per element)."""
     x = np.asarray(x, dtype=np.float64)
     if not np.all(np.isfinite(x)):
-        raise NonFiniteError(f"{what} at step {t} contains NaN or Inf "
-                             f"({int(np.sum(~np.isfinite(x)))} of {x.size} entries)")
+        raise fix_error(what, t, False)
     with np.errstate(over="ignore"):
         y = np.rint(x * scale)
     if np.any(np.abs(y) >= 2.0 ** 63):
-        raise FixedPointOverflowError(f"{what} at step {t} overflows its fixed-point range "
-                                      f"(|value| up to {float(np.max(np.abs(x))):g}); "
-                                      + _FORMAT_REMEDY)
+        raise fix_error(what, t, True)
     return y.astype(np.int64)
 
 
@@ -276,8 +295,7 @@ def _add(X, D, what, t, subtract=False):
     try:
         return checked_add(X, D, 1, what, t, subtract)
     except FixedPointOverflowError:
-        raise FixedPointOverflowError(f"{what} at step {t} overflows its fixed-point range; "
-                                      + _FORMAT_REMEDY) from None
+        raise overflow_error(what, t) from None
 
 
 class _StepConstants:
@@ -310,36 +328,30 @@ def numpy_forward_step(state, g, t):
     k = _StepConstants(state, t)
     buf = state.buffer
     M = buf.multiply(state.M, k.n1)
-    M = _add(M, _fix(k.one_minus_b1 * g, k.m_scale, "first-moment step (1 - beta1) g", t),
-             "first moment m", t)
+    M = _add(M, _fix(k.one_minus_b1 * g, k.m_scale, M_STEP, t), M_NAME, t)
     S = buf.multiply(state.S, k.n2)
-    S = _add(S, _fix(k.one_minus_b2 * (g * g), k.s_scale, "second-moment step (1 - beta2) g^2", t),
-             "second moment s", t)
+    S = _add(S, _fix(k.one_minus_b2 * (g * g), k.s_scale, S_STEP, t), S_NAME, t)
     if np.any(S < 0):
-        raise NonFiniteError(f"second moment s at step {t} is negative in "
-                             f"{int(np.sum(S < 0))} entries: the state is corrupt")
+        raise negative_s_error(t)
     W = buf.multiply(state.W, k.nd) if k.decays else state.W
-    D = _fix(position_increment(M, S, k), k.w_scale, "weight step alpha m / (sqrt(s) + eps)", t)
-    state.W, state.M, state.S = _add(W, D, "weights", t, subtract=True), M, S
+    D = _fix(position_increment(M, S, k), k.w_scale, W_STEP, t)
+    state.W, state.M, state.S = _add(W, D, W_NAME, t, subtract=True), M, S
 
 
 def numpy_undo_position(state, t):
     k = _StepConstants(state, t)
-    D = _fix(position_increment(state.M, state.S, k), k.w_scale,
-             "weight step alpha m / (sqrt(s) + eps)", t)
-    W = _add(state.W, D, "weights", t)
+    D = _fix(position_increment(state.M, state.S, k), k.w_scale, W_STEP, t)
+    W = _add(state.W, D, W_NAME, t)
     state.W = state.buffer.divide(W, k.nd) if k.decays else W
 
 
 def numpy_undo_moments(state, g, t):
     k = _StepConstants(state, t)
     buf = state.buffer
-    S = _add(state.S, _fix(k.one_minus_b2 * (g * g), k.s_scale,
-                           "second-moment step (1 - beta2) g^2", t), "second moment s", t,
+    S = _add(state.S, _fix(k.one_minus_b2 * (g * g), k.s_scale, S_STEP, t), S_NAME, t,
              subtract=True)
     state.S = buf.divide(S, k.n2)
-    M = _add(state.M, _fix(k.one_minus_b1 * g, k.m_scale, "first-moment step (1 - beta1) g", t),
-             "first moment m", t, subtract=True)
+    M = _add(state.M, _fix(k.one_minus_b1 * g, k.m_scale, M_STEP, t), M_NAME, t, subtract=True)
     state.M = buf.divide(M, k.n1)
 
 

@@ -525,3 +525,11 @@ numba_kernel = pytypes.SimpleNamespace(
     reverse_position=reverse_position,
     reverse_velocity=reverse_velocity,
 )
+
+
+# Element-level primitives and buffer plumbing for other compiled update rules
+# (reversible.adam_numba builds Adam's step from them): public names, same objects.
+JIT_OPTIONS = _JIT
+STATUS_EMPTIED = _EMPTIED
+quot32, floordivmod, push_word, refill_word = _quot32, _floordivmod, _push, _refill
+chunk_addresses, grow_buffer, check_buffer, block_layout = _mirror, _grow, _check_buffer, _layout

@@ -464,7 +464,8 @@ _NOT_DETERMINISTIC = ("The training loss must be a deterministic function of (w,
 
 @contextlib.contextmanager
 def _diverged_at(t):
-    """In the reverse pass, overflow or an empty buffer can only mean the trajectory diverged."""
+    """In the reverse pass, overflow, an empty buffer or a non-finite recomputed increment (the
+    gradient itself is checked outside) can only mean the trajectory diverged."""
     try:
         yield
     except BufferUnderflowError as err:
@@ -474,6 +475,10 @@ def _diverged_at(t):
         raise ReversibilityError(f"reverse pass diverged from the forward trajectory at step {t} "
                                  f"(a value left the fixed-point range it stayed in going forward: "
                                  f"{err}). {_NOT_DETERMINISTIC}") from err
+    except NonFiniteError as err:
+        raise ReversibilityError(f"reverse pass diverged from the forward trajectory at step {t} "
+                                 f"(a recomputed value is not finite: {err}). "
+                                 f"{_NOT_DETERMINISTIC}") from err
 
 
 def _raise_not_reversed(state):

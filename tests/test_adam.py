@@ -95,9 +95,12 @@ def test_negative_values_and_range_edges_reverse_exactly():
     _reversed_exactly(state, w0)
 
 
-def test_kernels_agree_with_the_numpy_specification():
+@pytest.mark.parametrize("T, b1, b2, wd", [(25, 0.9, 0.999, 0.05), (300, 2.0 ** -15, 0.3, 0.2),
+                                           (40, 0.5, 1.0, 0.0)])
+def test_kernels_agree_with_the_numpy_specification(T, b1, b2, wd):
+    """Bit for bit: states, buffer heads, tails (several chunks in the long case), adjoints."""
     from reversible import adam_kernels
-    sched = _schedule(25, wd=0.05)
+    sched = _schedule(T, b1=b1, b2=b2, wd=wd, alpha=0.01)
     w0 = np.random.default_rng(5).normal(size=N)
     ref = trajectory.forward(grad, w0, sched, kernel="numpy")
     for name in adam_kernels.available():
@@ -377,6 +380,22 @@ def test_overflow_names_step_and_remedy():
     trajectory.reverse(state, lambda w, m, t, u: (g(w, m, t),) + vjp(w, m, t, u)[1:],
                        np.ones(N), grad=g)
     assert state.stats["reversed_exactly"]
+
+
+@pytest.mark.parametrize("kernel", ["numpy", "numba"])
+def test_kernels_raise_the_specifications_errors(kernel):
+    def g(w, m, t):
+        return grad(w, m, t) * (1e5 if t == 4 else 1.0)
+
+    sched = _schedule(6)
+    with pytest.raises(FixedPointOverflowError) as err:
+        trajectory.forward(g, np.ones(N), sched, kernel=kernel)
+    assert str(err.value).startswith("first-moment step (1 - beta1) g at step 4 overflows")
+    state = trajectory.forward(grad, np.ones(N), _schedule(60, b1=0.3), kernel=kernel)
+    assert state.buffer.words() > 0
+    state.buffer.head[:] = state.buffer.head[::-1].copy()    # corrupt: heads swapped around
+    with pytest.raises(ReversibilityError):
+        trajectory.reverse(state, vjp, np.ones(N), grad=grad, kernel=kernel)
 
 
 def test_non_deterministic_gradient_is_caught():

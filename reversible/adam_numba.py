@@ -1,0 +1,322 @@
+"""Adam's exact step compiled with numba, bit-identical to the NumPy specification.
+
+The specification (:mod:`reversible.adam_rule`: ``numpy_forward_step``,
+``numpy_undo_position``, ``numpy_undo_moments``) makes some thirty passes
+over the parameter vector per step; here one compiled loop does each of them
+element by element, with the same integer results and the same float64
+roundings (the same expressions in the same order), so ``W``, ``M``, ``S``
+and the buffer agree bit for bit (``tests/test_adam.py`` checks this).
+
+The buffer arithmetic is the engine's (:mod:`reversible.numba_kernels`'
+element primitives ``quot32``, ``floordivmod``, ``push_word``,
+``refill_word``), composed here into the three multiplications of a step
+(by ``beta1`` on ``m``, ``beta2`` on ``s``, the decay factor on ``w``; pushed
+in that order, popped in the reverse order).  Blocks of one group run in
+parallel for large steps.  A forward block stops before an element whose tail
+might not hold the step's words (at most two per multiplication); Python
+appends a chunk and the block resumes.  Errors never raise inside a loop:
+each failing stage sets a bit, and the wrapper raises the error of the
+earliest stage, built by the same functions as the specification's.
+"""
+
+import types as pytypes
+
+import numpy as np
+from numba import njit, prange
+
+from . import numba_kernels as nk
+from .adam_rule import (M_NAME, M_STEP, S_NAME, S_STEP, W_NAME, W_STEP, fix_error,
+                        negative_s_error, overflow_error)
+from .buffer import BETA_ONE, HEAD_LOW, UNDO_OVERFLOW_MESSAGE
+from .errors import BufferUnderflowError, FixedPointOverflowError
+
+_JIT = nk.JIT_OPTIONS
+_TWO63 = 2.0 ** 63
+_MASK32 = np.uint64(0xFFFFFFFF)
+_U32 = np.uint64(32)
+_UW = np.uint64(16)
+_HEAD_LOW = np.uint64(HEAD_LOW)
+_MAX_WORDS = 6                 # two per multiplication, three multiplications per step
+# status row per block: [flags, empty-tail element (+1) for 3 divides x 2 refills, emptied]
+_FLAGS, _EMPTIED = 0, nk.STATUS_EMPTIED
+_UF = (6, 7, 8, 9, 10, 11)     # (w, w), (s, s), (m, m): first / second refill of each divide
+_STATUS_LEN = 12
+
+
+# ------------------------------------------------------------- element helpers
+@njit(**_JIT)
+def _fix(x):
+    """``(rint(x), finite, in range)``."""
+    if not np.isfinite(x):
+        return np.int64(0), False, True
+    s = np.rint(x)
+    if abs(s) >= _TWO63:
+        return np.int64(0), True, False
+    return np.int64(s), True, True
+
+
+@njit(**_JIT)
+def _mul(v, h, n, addrs, rows, N, ptr, i):
+    """``v * n / 2**32`` through the element's rANS state ``h`` (the engine's pop-first multiply)."""
+    if n >= BETA_ONE:
+        return v, h
+    nu = np.uint64(n)
+    limit = nu << _U32
+    if h >= limit:
+        nk.push_word(addrs, rows, N, ptr, i, h)
+        h >>= _UW
+        if h >= limit:
+            nk.push_word(addrs, rows, N, ptr, i, h)
+            h >>= _UW
+    q, u = nk.quot32(h, n, nu, 1.0 / np.float64(n))
+    P = np.uint64(v & 0xFFFFFFFF) * nu + np.uint64(u)
+    return (v >> 32) * n + np.int64(P >> _U32), (q << _U32) | (P & _MASK32)
+
+
+@njit(**_JIT)
+def _div(v, h, n, addrs, rows, N, ptr, i, status, uf1, uf2):
+    """Inverse of :func:`_mul`; returns ``(v, h, fits)``."""
+    if n >= BETA_ONE:
+        return v, h, True
+    nu = np.uint64(n)
+    inv_n = 1.0 / np.float64(n)
+    a, bq = nk.floordivmod(v, n, inv_n)
+    c, u = nk.quot32((np.uint64(bq) << _U32) | (h & _MASK32), n, nu, inv_n)
+    fits = (a >= -(1 << 31)) & (a < (1 << 31))
+    v = (a << 32) + np.int64(c)
+    h = (h >> _U32) * nu + np.uint64(u)
+    if h < _HEAD_LOW:
+        h = nk.refill_word(addrs, rows, N, ptr, i, h, status, uf1)
+        if h < _HEAD_LOW:
+            h = nk.refill_word(addrs, rows, N, ptr, i, h, status, uf2)
+    return v, h, fits
+
+
+@njit(**_JIT)
+def _added(x, d):
+    """``x + d`` and whether it wrapped around (checked_add's test)."""
+    s = x + d
+    return s, ((x ^ s) & (d ^ s)) < 0
+
+
+@njit(**_JIT)
+def _increment(Mi, Si, k):
+    """The position increment, as :func:`reversible.adam_rule.position_increment`."""
+    m = np.float64(Mi) / k[0]
+    s = np.float64(Si) / k[1]
+    return k[2] * (m / k[3]) / (np.sqrt(s / k[4]) + k[5])
+
+
+# k: per-block constants [m_scale, s_scale, alpha, c1, c2, eps, one_minus_b1, one_minus_b2, w_scale]
+@njit(**_JIT)
+def _forward_range(W, M, S, g, lo, hi, n1, n2, nd, k, head, ptr, addrs, rows, status):
+    N = W.shape[0]
+    capacity = addrs.shape[0] * rows
+    flags = np.int64(0)
+    for i in range(lo, hi):
+        if ptr[i] + _MAX_WORDS > capacity:
+            status[_FLAGS] |= flags
+            return i
+        h = head[i]
+        gi = g[i]
+        m, h = _mul(M[i], h, n1, addrs, rows, N, ptr, i)
+        d, finite, fits = _fix((k[6] * gi) * k[0])
+        flags |= (0 if finite else 1) | (0 if fits else 2)
+        m, wrapped = _added(m, d)
+        flags |= 4 if wrapped else 0
+        s, h = _mul(S[i], h, n2, addrs, rows, N, ptr, i)
+        d, finite, fits = _fix((k[7] * (gi * gi)) * k[1])
+        flags |= (0 if finite else 8) | (0 if fits else 16)
+        s, wrapped = _added(s, d)
+        flags |= 32 if wrapped else 0
+        flags |= 64 if s < 0 else 0
+        w, h = _mul(W[i], h, nd, addrs, rows, N, ptr, i)
+        d, finite, fits = _fix(_increment(m, s, k) * k[8])
+        flags |= (0 if finite else 128) | (0 if fits else 256)
+        w, wrapped = _added(w, -d)
+        flags |= 512 if (wrapped or d == np.iinfo(np.int64).min) else 0
+        W[i], M[i], S[i], head[i] = w, m, s, h
+    status[_FLAGS] |= flags
+    return hi
+
+
+def _forward_blocks_py(W, M, S, g, bhi, bgroup, pos, n1_row, n2_row, nd_row, consts, head, ptr,
+                       addrs, rows, status):
+    for b in prange(bhi.shape[0]):
+        if pos[b] < bhi[b]:
+            grp = bgroup[b]
+            pos[b] = _forward_range(W, M, S, g, pos[b], bhi[b], n1_row[grp], n2_row[grp],
+                                    nd_row[grp], consts[grp], head, ptr, addrs, rows, status[b])
+
+
+def _undo_position_py(W, M, S, blo, bhi, bgroup, nd_row, consts, head, ptr, addrs, rows, status):
+    for b in prange(bhi.shape[0]):
+        grp = bgroup[b]
+        k, nd, N = consts[grp], nd_row[grp], W.shape[0]
+        flags = np.int64(0)
+        for i in range(blo[b], bhi[b]):
+            d, finite, fits = _fix(_increment(M[i], S[i], k) * k[8])
+            flags |= (0 if finite else 1) | (0 if fits else 2)
+            w, wrapped = _added(W[i], d)
+            flags |= 4 if wrapped else 0
+            w, h, ok = _div(w, head[i], nd, addrs, rows, N, ptr, i, status[b], 6, 7)
+            flags |= 0 if ok else 8
+            W[i], head[i] = w, h
+        status[b, _FLAGS] |= flags
+
+
+def _undo_moments_py(M, S, g, blo, bhi, bgroup, n1_row, n2_row, consts, head, ptr, addrs, rows,
+                     status):
+    for b in prange(bhi.shape[0]):
+        grp = bgroup[b]
+        k, n1, n2, N = consts[grp], n1_row[grp], n2_row[grp], M.shape[0]
+        flags = np.int64(0)
+        for i in range(blo[b], bhi[b]):
+            gi = g[i]
+            d, finite, fits = _fix((k[7] * (gi * gi)) * k[1])
+            flags |= (0 if finite else 1) | (0 if fits else 2)
+            s, wrapped = _added(S[i], -d)
+            flags |= 4 if (wrapped or d == np.iinfo(np.int64).min) else 0
+            s, h, ok = _div(s, head[i], n2, addrs, rows, N, ptr, i, status[b], 8, 9)
+            flags |= 0 if ok else 8
+            d, finite, fits = _fix((k[6] * gi) * k[0])
+            flags |= (0 if finite else 16) | (0 if fits else 32)
+            m, wrapped = _added(M[i], -d)
+            flags |= 64 if (wrapped or d == np.iinfo(np.int64).min) else 0
+            m, h, ok = _div(m, h, n1, addrs, rows, N, ptr, i, status[b], 10, 11)
+            flags |= 0 if ok else 128
+            M[i], S[i], head[i] = m, s, h
+        status[b, _FLAGS] |= flags
+
+
+_BODIES = (_forward_blocks_py, _undo_position_py, _undo_moments_py)
+_SERIAL = {f.__name__: njit(**_JIT)(f) for f in _BODIES}
+_PARALLEL = {f.__name__: njit(parallel=True, **_JIT)(f) for f in _BODIES}
+
+
+def _loops(N):
+    return _PARALLEL if N >= nk.PARALLEL_MIN else _SERIAL
+
+
+# ------------------------------------------------------------- Python wrappers
+def _step_rows(state, t):
+    """Per-group ``(n1, n2, nd)`` rows and the float constants of step ``t`` (``(G, 9)``)."""
+    s, fmt = state.schedule, state.fmt
+    c1, c2 = s.bias_corrections()
+    G = s.G
+    consts = np.empty((G, 9))
+    consts[:, 0] = 2.0 ** fmt.m.astype(np.float64)
+    consts[:, 1] = 2.0 ** fmt.s.astype(np.float64)
+    consts[:, 2] = s.alphas[t]
+    consts[:, 3] = c1[t]
+    consts[:, 4] = c2[t]
+    consts[:, 5] = s.eps
+    consts[:, 6] = (BETA_ONE - s.n[t]) / float(BETA_ONE)
+    consts[:, 7] = (BETA_ONE - s.n2[t]) / float(BETA_ONE)
+    consts[:, 8] = 2.0 ** fmt.w
+    rows = [np.ascontiguousarray(r, dtype=np.int64) for r in (s.n[t], s.n2[t], s.n_decay[t])]
+    return rows, consts
+
+
+def _raise_first(flags, errors):
+    """Raise the error of the lowest set bit of ``flags`` (``errors[bit]``)."""
+    for bit, make in enumerate(errors):
+        if flags & (1 << bit):
+            raise make()
+
+
+def _underflow(status, slots):
+    for slot in slots:
+        hit = status[:, slot]
+        hit = hit[hit > 0]
+        if hit.size:
+            raise BufferUnderflowError(
+                f"information buffer of element {int(hit.min()) - 1} is empty but a pop "
+                "needs a word: the buffer is corrupt or the reverse pass does not mirror the "
+                "forward pass")
+
+
+def _arrays(state, N):
+    for name in ("W", "M", "S"):
+        x = getattr(state, name)
+        if not (isinstance(x, np.ndarray) and x.dtype == np.int64 and x.flags.c_contiguous):
+            setattr(state, name, np.ascontiguousarray(x, dtype=np.int64))
+    nk.check_buffer(state.buffer, N)
+
+
+def forward_step(state, g, t):
+    N = state.W.size
+    _arrays(state, N)
+    g = np.ascontiguousarray(g, dtype=np.float64)
+    (n1, n2, nd), consts = _step_rows(state, t)
+    lo, hi, groups = nk.block_layout(state.schedule, N, (n1, n2, nd), state.M, state.S, g)
+    status = np.zeros((lo.size, _STATUS_LEN), np.int64)
+    pos = lo.copy()
+    buf = state.buffer
+    addrs = nk.chunk_addresses(buf)
+    run = _loops(N)["_forward_blocks_py"]
+    while True:
+        run(state.W, state.M, state.S, g, hi, groups, pos, n1, n2, nd, consts, buf.head, buf.ptr,
+            addrs, buf.chunk_rows, status)
+        if np.array_equal(pos, hi):
+            break
+        addrs = nk.grow_buffer(buf)
+    flags = int(np.bitwise_or.reduce(status[:, _FLAGS])) if status.size else 0
+    _raise_first(flags, (
+        lambda: fix_error(M_STEP, t, False), lambda: fix_error(M_STEP, t, True),
+        lambda: overflow_error(M_NAME, t),
+        lambda: fix_error(S_STEP, t, False), lambda: fix_error(S_STEP, t, True),
+        lambda: overflow_error(S_NAME, t), lambda: negative_s_error(t),
+        lambda: fix_error(W_STEP, t, False), lambda: fix_error(W_STEP, t, True),
+        lambda: overflow_error(W_NAME, t)))
+
+
+def undo_position(state, t):
+    N = state.W.size
+    _arrays(state, N)
+    (_, _, nd), consts = _step_rows(state, t)
+    lo, hi, groups = nk.block_layout(state.schedule, N, (nd,), state.M, state.S)
+    status = np.zeros((lo.size, _STATUS_LEN), np.int64)
+    buf = state.buffer
+    _loops(N)["_undo_position_py"](state.W, state.M, state.S, lo, hi, groups, nd, consts,
+                                   buf.head, buf.ptr, nk.chunk_addresses(buf), buf.chunk_rows,
+                                   status)
+    flags = int(np.bitwise_or.reduce(status[:, _FLAGS])) if status.size else 0
+    _raise_first(flags & 7, (lambda: fix_error(W_STEP, t, False),
+                             lambda: fix_error(W_STEP, t, True), lambda: overflow_error(W_NAME, t)))
+    _underflow(status, (6, 7))
+    if flags & 8:
+        raise FixedPointOverflowError(UNDO_OVERFLOW_MESSAGE)
+    if status[:, _EMPTIED].any():
+        buf.release()
+
+
+def undo_moments(state, g, t):
+    N = state.W.size
+    _arrays(state, N)
+    g = np.ascontiguousarray(g, dtype=np.float64)
+    (n1, n2, _), consts = _step_rows(state, t)
+    lo, hi, groups = nk.block_layout(state.schedule, N, (n1, n2), state.M, state.S, g)
+    status = np.zeros((lo.size, _STATUS_LEN), np.int64)
+    buf = state.buffer
+    _loops(N)["_undo_moments_py"](state.M, state.S, g, lo, hi, groups, n1, n2, consts, buf.head,
+                                  buf.ptr, nk.chunk_addresses(buf), buf.chunk_rows, status)
+    flags = int(np.bitwise_or.reduce(status[:, _FLAGS])) if status.size else 0
+    _raise_first(flags & 7, (lambda: fix_error(S_STEP, t, False),
+                             lambda: fix_error(S_STEP, t, True), lambda: overflow_error(S_NAME, t)))
+    _underflow(status, (8, 9))
+    if flags & 8:
+        raise FixedPointOverflowError(UNDO_OVERFLOW_MESSAGE)
+    _raise_first(flags >> 4 & 7, (lambda: fix_error(M_STEP, t, False),
+                                  lambda: fix_error(M_STEP, t, True),
+                                  lambda: overflow_error(M_NAME, t)))
+    _underflow(status, (10, 11))
+    if flags & 128:
+        raise FixedPointOverflowError(UNDO_OVERFLOW_MESSAGE)
+    if status[:, _EMPTIED].any():
+        buf.release()
+
+
+numba_adam_kernel = pytypes.SimpleNamespace(name="numba", forward_step=forward_step,
+                                            undo_position=undo_position,
+                                            undo_moments=undo_moments)
