@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import autograd.numpy as anp
 import numpy as np
+from autograd import make_vjp
 from autograd.extend import defvjp_argnums, primitive
 from autograd.tracer import getval
 
@@ -30,6 +31,17 @@ class AdamProblem(Problem):
     beta2s: np.ndarray = None    # (T, G)
     eps: np.ndarray = None       # (G,)
     weight_decay: np.ndarray = None  # (T, G)
+
+    def grad_then_hvp(self, w, meta, t, vector):
+        """``(g, H_ww u, H_meta,w u)`` with ``u = vector(g)``: one taped gradient and one
+        backward pass through it (reverse over reverse), as Adam's adjoint needs ``g`` to
+        build the vector of its Hessian product."""
+        if meta is None:
+            back, g = make_vjp(lambda x: self._grad(x, None, t))(w)
+            return np.asarray(g), np.asarray(back(vector(np.asarray(g)))), None
+        back, g = make_vjp(lambda x, m: self._grad(x, m, t), argnum=(0, 1))(w, meta)
+        hw, hm = back(vector(np.asarray(g)))
+        return np.asarray(g), np.asarray(hw), np.asarray(hm)
 
     def schedule(self):
         return AdamSchedule.build(self.alphas, self.betas, self.beta2s, self.group_index, self.G,

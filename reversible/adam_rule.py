@@ -320,7 +320,8 @@ def position_increment(M, S, k):
     same operations in the same order in every executor)."""
     m = M / k.m_scale
     s = S / k.s_scale
-    return k.alpha * (m / k.c1) / (np.sqrt(s / k.c2) + k.eps)
+    with np.errstate(invalid="ignore"):          # a negative s (corrupt state) gives NaN: caught
+        return k.alpha * (m / k.c1) / (np.sqrt(s / k.c2) + k.eps)
 
 
 def numpy_forward_step(state, g, t):

@@ -192,13 +192,20 @@ class Derivatives:
     function of the gradient (Adam's combined vector), in which case ``g`` is computed first.
     """
 
-    def __init__(self, grad, vjp, w, meta, t, meta_size):
+    def __init__(self, grad, vjp, w, meta, t, meta_size, grad_hvp=None):
         self.grad, self.vjp, self.w, self.meta, self.t = grad, vjp, w, meta, t
         self.meta_size = meta_size
+        self.grad_hvp = grad_hvp
 
     def __call__(self, u):
         N, t = self.w.size, self.t
-        if callable(u):
+        if callable(u) and self.grad_hvp is not None:
+            # one gradient evaluation whose backward pass takes the vector built from it
+            def vector(g):
+                return u(check_vector(g, N, "gradient", t))
+            g, hw, hm = self.grad_hvp(self.w, self.meta, t, vector)
+            g = check_vector(g, N, "gradient", t)
+        elif callable(u):
             if self.grad is not None:
                 g = check_vector(self.grad(self.w, self.meta, t), N, "gradient", t)
             else:
@@ -361,9 +368,10 @@ def float_train(rule, grad, w, aux, meta, t_start, t_stop, keep=None):
     return w, aux
 
 
-def float_adjoint_step(rule, cot, grad, vjp, meta, t, w_t, aux_t, aux_next):
+def float_adjoint_step(rule, cot, grad, vjp, meta, t, w_t, aux_t, aux_next, grad_hvp=None):
     """:meth:`adjoint_step` of ``rule`` between two stored float states (float methods)."""
-    derivs = Derivatives(grad, vjp, w_t, meta, t, 0 if cot.meta is None else cot.meta.size)
+    derivs = Derivatives(grad, vjp, w_t, meta, t, 0 if cot.meta is None else cot.meta.size,
+                         grad_hvp)
     rule.adjoint_step(cot, t, w_t, aux_next, derivs, lambda g: aux_t)
 
 
@@ -408,7 +416,7 @@ def run_forward(rule, state, grad, meta=None, progress=False):
 
 
 def reverse(state, vjp, dw, dv=None, meta=None, meta_size=0, kernel="auto", progress=False,
-            check=True, grad=None):
+            check=True, grad=None, grad_hvp=None):
     """Run the trajectory backwards from ``state`` while back-propagating ``(dw, dv)``.
 
     Returns the update rule's cotangent dict; for momentum ``w0``, ``v0``,
@@ -416,7 +424,8 @@ def reverse(state, vjp, dw, dv=None, meta=None, meta_size=0, kernel="auto", prog
     ``dv`` is the cotangent of the rule's auxiliary state (momentum: ``v_T``;
     a tuple for rules with several vectors).  ``grad`` is only called by rules
     whose Hessian-vector product depends on the gradient (Adam); without it
-    the gradient comes from ``vjp``.  ``state`` is consumed: on return it
+    the gradient comes from ``vjp``.  ``grad_hvp(w, meta, t, vector)``, if
+    given, does both in one pass: ``(g, H_ww u, H_meta,w u)`` with ``u = vector(g)``.  ``state`` is consumed: on return it
     holds the initial point again.  With ``check=True`` (default) a reversal
     that does not land bit for bit on the initial state and an empty buffer
     raises :class:`ReversibilityError`.
@@ -448,8 +457,8 @@ def reverse(state, vjp, dw, dv=None, meta=None, meta_size=0, kernel="auto", prog
                 rule.exact_undo_aux(state, g, t)
             return rule.float_aux(state)
 
-        rule.adjoint_step(cot, t, w_t, aux_after, Derivatives(grad, vjp, w_t, meta, t, meta_size),
-                          aux_before)
+        derivs = Derivatives(grad, vjp, w_t, meta, t, meta_size, grad_hvp)
+        rule.adjoint_step(cot, t, w_t, aux_after, derivs, aux_before)
     exact = rule.at_start(state)
     state.stats.update(reverse_seconds=time.perf_counter() - t_start, reversed_exactly=exact)
     if check and not exact:

@@ -56,8 +56,9 @@ class Adjoint:
 
     def step(self, t, w_t, aux_t, aux_next):
         """Back-propagate through step ``t`` taken from ``(w_t, aux_t)`` to ``aux_next``."""
-        trajectory.float_adjoint_step(self.rule, self.cot, self.problem.grad, self.problem.vjp,
-                                      self.problem.meta, t, w_t, aux_t, aux_next)
+        p = self.problem
+        trajectory.float_adjoint_step(self.rule, self.cot, p.grad, p.vjp, p.meta, t, w_t, aux_t,
+                                      aux_next, getattr(p, "grad_then_hvp", None))
 
     def step_spread(self, t, rows, w_t, aux_t, aux_next):
         """:meth:`step`, spreading step ``t``'s per-step hypergradients evenly over ``rows``."""

@@ -16,7 +16,8 @@ def run_exact(problem, stats, check=True):
         st = state.copy()          # keep the forward state: the VJP may be asked again
         out = trajectory.reverse(st, problem.vjp, dw, None, problem.meta, problem.meta_size,
                                  problem.kernel, problem.progress, check=check,
-                                 grad=problem.grad)
+                                 grad=problem.grad,
+                                 grad_hvp=getattr(problem, "grad_then_hvp", None))
         stats.update(reverse_seconds=st.stats["reverse_seconds"],
                      reversed_exactly=st.stats["reversed_exactly"])
         return out
