@@ -32,6 +32,7 @@ from .errors import BufferUnderflowError, FixedPointOverflowError
 
 _JIT = nk.JIT_OPTIONS
 _TWO63 = 2.0 ** 63
+_INT64_MIN = np.int64(-(2 ** 63))
 _MASK32 = np.uint64(0xFFFFFFFF)
 _U32 = np.uint64(32)
 _UW = np.uint64(16)
@@ -56,8 +57,9 @@ def _fix(x):
 
 
 @njit(**_JIT)
-def _mul(v, h, n, addrs, rows, N, ptr, i):
-    """``v * n / 2**32`` through the element's rANS state ``h`` (the engine's pop-first multiply)."""
+def _mul(v, h, n, inv_n, addrs, rows, N, ptr, i):
+    """``v * n / 2**32`` through the element's rANS state ``h`` (the engine's pop-first multiply);
+    ``inv_n = 1 / n`` in float64."""
     if n >= BETA_ONE:
         return v, h
     nu = np.uint64(n)
@@ -68,18 +70,17 @@ def _mul(v, h, n, addrs, rows, N, ptr, i):
         if h >= limit:
             nk.push_word(addrs, rows, N, ptr, i, h)
             h >>= _UW
-    q, u = nk.quot32(h, n, nu, 1.0 / np.float64(n))
+    q, u = nk.quot32(h, n, nu, inv_n)
     P = np.uint64(v & 0xFFFFFFFF) * nu + np.uint64(u)
     return (v >> 32) * n + np.int64(P >> _U32), (q << _U32) | (P & _MASK32)
 
 
 @njit(**_JIT)
-def _div(v, h, n, addrs, rows, N, ptr, i, status, uf1, uf2):
+def _div(v, h, n, inv_n, addrs, rows, N, ptr, i, status, uf1, uf2):
     """Inverse of :func:`_mul`; returns ``(v, h, fits)``."""
     if n >= BETA_ONE:
         return v, h, True
     nu = np.uint64(n)
-    inv_n = 1.0 / np.float64(n)
     a, bq = nk.floordivmod(v, n, inv_n)
     c, u = nk.quot32((np.uint64(bq) << _U32) | (h & _MASK32), n, nu, inv_n)
     fits = (a >= -(1 << 31)) & (a < (1 << 31))
@@ -102,42 +103,47 @@ def _added(x, d):
 @njit(**_JIT)
 def _increment(Mi, Si, k):
     """The position increment, as :func:`reversible.adam_rule.position_increment`."""
-    m = np.float64(Mi) / k[0]
-    s = np.float64(Si) / k[1]
+    m = np.float64(Mi) * k[9]             # = M / 2**f exactly (a power of two)
+    s = np.float64(Si) * k[10]
     return k[2] * (m / k[3]) / (np.sqrt(s / k[4]) + k[5])
 
 
-# k: per-block constants [m_scale, s_scale, alpha, c1, c2, eps, one_minus_b1, one_minus_b2, w_scale]
+# k: per-group constants [m_scale, s_scale, alpha, c1, c2, eps, one_minus_b1, one_minus_b2,
+#    w_scale, 1 / m_scale, 1 / s_scale, 1 / n1, 1 / n2, 1 / nd]
 @njit(**_JIT)
 def _forward_range(W, M, S, g, lo, hi, n1, n2, nd, k, head, ptr, addrs, rows, status):
     N = W.shape[0]
     capacity = addrs.shape[0] * rows
     flags = np.int64(0)
-    for i in range(lo, hi):
-        if ptr[i] + _MAX_WORDS > capacity:
-            status[_FLAGS] |= flags
-            return i
-        h = head[i]
-        gi = g[i]
-        m, h = _mul(M[i], h, n1, addrs, rows, N, ptr, i)
+    # slices: indices provably >= 0, so numba emits no negative-index handling per access
+    Ws, Ms, Ss, gs, hs, ps = W[lo:hi], M[lo:hi], S[lo:hi], g[lo:hi], head[lo:hi], ptr[lo:hi]
+    stop = hi
+    for j in range(Ws.shape[0]):
+        if ps[j] + _MAX_WORDS > capacity:
+            stop = lo + j
+            break
+        i = lo + j
+        h = hs[j]
+        gi = gs[j]
+        m, h = _mul(Ms[j], h, n1, k[11], addrs, rows, N, ptr, i)
         d, finite, fits = _fix((k[6] * gi) * k[0])
         flags |= (0 if finite else 1) | (0 if fits else 2)
         m, wrapped = _added(m, d)
         flags |= 4 if wrapped else 0
-        s, h = _mul(S[i], h, n2, addrs, rows, N, ptr, i)
+        s, h = _mul(Ss[j], h, n2, k[12], addrs, rows, N, ptr, i)
         d, finite, fits = _fix((k[7] * (gi * gi)) * k[1])
         flags |= (0 if finite else 8) | (0 if fits else 16)
         s, wrapped = _added(s, d)
         flags |= 32 if wrapped else 0
         flags |= 64 if s < 0 else 0
-        w, h = _mul(W[i], h, nd, addrs, rows, N, ptr, i)
+        w, h = _mul(Ws[j], h, nd, k[13], addrs, rows, N, ptr, i)
         d, finite, fits = _fix(_increment(m, s, k) * k[8])
         flags |= (0 if finite else 128) | (0 if fits else 256)
         w, wrapped = _added(w, -d)
-        flags |= 512 if (wrapped or d == np.iinfo(np.int64).min) else 0
-        W[i], M[i], S[i], head[i] = w, m, s, h
+        flags |= 512 if (wrapped or d == _INT64_MIN) else 0
+        Ws[j], Ms[j], Ss[j], hs[j] = w, m, s, h
     status[_FLAGS] |= flags
-    return hi
+    return stop
 
 
 def _forward_blocks_py(W, M, S, g, bhi, bgroup, pos, n1_row, n2_row, nd_row, consts, head, ptr,
@@ -151,41 +157,44 @@ def _forward_blocks_py(W, M, S, g, bhi, bgroup, pos, n1_row, n2_row, nd_row, con
 
 def _undo_position_py(W, M, S, blo, bhi, bgroup, nd_row, consts, head, ptr, addrs, rows, status):
     for b in prange(bhi.shape[0]):
-        grp = bgroup[b]
+        grp, lo, hi = bgroup[b], blo[b], bhi[b]
         k, nd, N = consts[grp], nd_row[grp], W.shape[0]
+        Ws, Ms, Ss, hs = W[lo:hi], M[lo:hi], S[lo:hi], head[lo:hi]
         flags = np.int64(0)
-        for i in range(blo[b], bhi[b]):
-            d, finite, fits = _fix(_increment(M[i], S[i], k) * k[8])
+        for j in range(Ws.shape[0]):
+            d, finite, fits = _fix(_increment(Ms[j], Ss[j], k) * k[8])
             flags |= (0 if finite else 1) | (0 if fits else 2)
-            w, wrapped = _added(W[i], d)
+            w, wrapped = _added(Ws[j], d)
             flags |= 4 if wrapped else 0
-            w, h, ok = _div(w, head[i], nd, addrs, rows, N, ptr, i, status[b], 6, 7)
+            w, h, ok = _div(w, hs[j], nd, k[13], addrs, rows, N, ptr, lo + j, status[b], 6, 7)
             flags |= 0 if ok else 8
-            W[i], head[i] = w, h
+            Ws[j], hs[j] = w, h
         status[b, _FLAGS] |= flags
 
 
 def _undo_moments_py(M, S, g, blo, bhi, bgroup, n1_row, n2_row, consts, head, ptr, addrs, rows,
                      status):
     for b in prange(bhi.shape[0]):
-        grp = bgroup[b]
+        grp, lo, hi = bgroup[b], blo[b], bhi[b]
         k, n1, n2, N = consts[grp], n1_row[grp], n2_row[grp], M.shape[0]
+        Ms, Ss, gs, hs = M[lo:hi], S[lo:hi], g[lo:hi], head[lo:hi]
         flags = np.int64(0)
-        for i in range(blo[b], bhi[b]):
-            gi = g[i]
+        for j in range(Ms.shape[0]):
+            i = lo + j
+            gi = gs[j]
             d, finite, fits = _fix((k[7] * (gi * gi)) * k[1])
             flags |= (0 if finite else 1) | (0 if fits else 2)
-            s, wrapped = _added(S[i], -d)
-            flags |= 4 if (wrapped or d == np.iinfo(np.int64).min) else 0
-            s, h, ok = _div(s, head[i], n2, addrs, rows, N, ptr, i, status[b], 8, 9)
+            s, wrapped = _added(Ss[j], -d)
+            flags |= 4 if (wrapped or d == _INT64_MIN) else 0
+            s, h, ok = _div(s, hs[j], n2, k[12], addrs, rows, N, ptr, i, status[b], 8, 9)
             flags |= 0 if ok else 8
             d, finite, fits = _fix((k[6] * gi) * k[0])
             flags |= (0 if finite else 16) | (0 if fits else 32)
-            m, wrapped = _added(M[i], -d)
-            flags |= 64 if (wrapped or d == np.iinfo(np.int64).min) else 0
-            m, h, ok = _div(m, h, n1, addrs, rows, N, ptr, i, status[b], 10, 11)
+            m, wrapped = _added(Ms[j], -d)
+            flags |= 64 if (wrapped or d == _INT64_MIN) else 0
+            m, h, ok = _div(m, h, n1, k[11], addrs, rows, N, ptr, i, status[b], 10, 11)
             flags |= 0 if ok else 128
-            M[i], S[i], head[i] = m, s, h
+            Ms[j], Ss[j], hs[j] = m, s, h
         status[b, _FLAGS] |= flags
 
 
@@ -204,7 +213,7 @@ def _step_rows(state, t):
     s, fmt = state.schedule, state.fmt
     c1, c2 = s.bias_corrections()
     G = s.G
-    consts = np.empty((G, 9))
+    consts = np.empty((G, 14))
     consts[:, 0] = 2.0 ** fmt.m.astype(np.float64)
     consts[:, 1] = 2.0 ** fmt.s.astype(np.float64)
     consts[:, 2] = s.alphas[t]
@@ -214,6 +223,11 @@ def _step_rows(state, t):
     consts[:, 6] = (BETA_ONE - s.n[t]) / float(BETA_ONE)
     consts[:, 7] = (BETA_ONE - s.n2[t]) / float(BETA_ONE)
     consts[:, 8] = 2.0 ** fmt.w
+    consts[:, 9] = 2.0 ** -fmt.m.astype(np.float64)
+    consts[:, 10] = 2.0 ** -fmt.s.astype(np.float64)
+    consts[:, 11] = 1.0 / s.n[t]
+    consts[:, 12] = 1.0 / s.n2[t]
+    consts[:, 13] = 1.0 / s.n_decay[t]
     rows = [np.ascontiguousarray(r, dtype=np.int64) for r in (s.n[t], s.n2[t], s.n_decay[t])]
     return rows, consts
 
