@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 import autograd.numpy as anp
 import numpy as np
+from autograd.extend import defjvp, defvjp, primitive
 from autograd.tracer import getval
 
 from . import trajectory
@@ -130,6 +131,23 @@ class AdamSchedule(trajectory.Schedule):
 
     def rule(self, kernel="auto"):
         return AdamRule(self, kernel)
+
+
+@primitive
+def sqrt0(x):
+    """``sqrt(x)`` whose derivative at 0 is taken as 0 (not inf): where ``s = 0`` the gradient
+    has been 0 at every step, so ``m = 0`` too and Adam's increment does not depend on ``s``
+    there; autograd's ``inf * 0`` would turn every hypergradient into NaN."""
+    return np.sqrt(x)
+
+
+def _half_over(ans):
+    with np.errstate(divide="ignore"):
+        return np.where(ans > 0, 0.5 / np.where(ans > 0, ans, 1.0), 0.0)
+
+
+defvjp(sqrt0, lambda ans, x: lambda g: g * _half_over(ans))
+defjvp(sqrt0, lambda g, ans, x: g * _half_over(ans))
 
 
 def _quantize(betas, name):
@@ -432,7 +450,7 @@ class AdamRule:
         m = b1 * m + (1.0 - b1) * g
         s = b2 * s + (1.0 - b2) * (g * g)
         step = per(hyper["alphas"][t]) * (m / per(hyper["c1"][t])) / (
-            anp.sqrt(s / per(hyper["c2"][t])) + per(hyper["eps"]))
+            sqrt0(s / per(hyper["c2"][t])) + per(hyper["eps"]))
         return per(hyper["decay"][t]) * w - step, (m, s)
 
     # --------------------------------------------------------------- adjoint

@@ -447,3 +447,22 @@ def test_wrong_kinds_are_type_errors(change, fragment):
     with pytest.raises(TypeError, match=fragment):
         reversible.adam(loss, args["w0"], args["alphas"], args["beta1s"], args["beta2s"],
                         args["meta"], eps=args["eps"], weight_decay=args["weight_decay"], **opts)
+
+
+def test_inputs_whose_gradient_is_always_zero_keep_hypergradients_finite():
+    """A weight that never gets a gradient (a constant-zero input pixel) has s = m = 0: the
+    exact and the unrolled hypergradients stay finite and agree."""
+    X = np.random.default_rng(0).normal(size=(12, 3))
+    X[:, 1] = 0.0
+
+    def loss(w, meta, t):
+        return anp.mean((anp.tanh(X @ w) - 0.5) ** 2)
+
+    def hyper(method):
+        return autograd.grad(lambda a: anp.sum(reversible.adam(
+            loss, np.full(3, 0.3), a, np.full(10, 0.9), np.full(10, 0.99), method=method) ** 2))(
+            np.full(10, 0.01))
+
+    exact, ref = hyper("exact"), hyper("unrolled")
+    assert np.all(np.isfinite(ref)) and np.all(np.isfinite(exact))
+    assert _relerr(exact, ref) < hypergradient_tolerance()
