@@ -36,7 +36,7 @@ from reversible.adam_rule import AdamSchedule
 
 FULL = dict(a_N=10 ** 6, a_steps=12, a_rounds=3, b_T=300, b_reps=3, c_T=2000, c_N=500,
             d_T=1000)
-QUICK = dict(a_N=10 ** 5, a_steps=6, a_rounds=2, b_T=20, b_reps=1, c_T=300, c_N=200, d_T=30)
+QUICK = dict(a_N=3 * 10 ** 4, a_steps=4, a_rounds=1, b_T=10, b_reps=1, c_T=200, c_N=100, d_T=15)
 
 
 def cpu():
