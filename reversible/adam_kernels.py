@@ -14,7 +14,7 @@ the compiled kernel when it loads and NumPy otherwise.
 
 import types
 
-from . import adam_rule
+from . import adam_rule, kernels
 
 
 def _numpy():
@@ -37,16 +37,12 @@ def available():
 
 
 def get(name="auto"):
-    """The Adam kernel called ``name`` (``"auto"``: the fastest that loads here)."""
+    """The Adam kernel called ``name``; ``"auto"`` follows the momentum kernels' choice
+    (:func:`reversible.kernels.get`: numba where it loads, else NumPy)."""
     if not isinstance(name, str):
         return name
     if name == "auto":
-        for candidate in ("numba", "numpy"):
-            if candidate in _REGISTRY:
-                try:
-                    return _REGISTRY[candidate]()
-                except ImportError:
-                    continue
+        name = kernels.get("auto").name
     if name not in _REGISTRY:
         raise ValueError(f"unknown Adam kernel {name!r}; choose one of {['auto'] + available()}")
     return _REGISTRY[name]()

@@ -375,25 +375,19 @@ def numpy_undo_moments(state, g, t):
 
 
 # ---------------------------------------------------------------------- rule
-class AdamRule:
-    """Adam / AdamW as an update rule of :mod:`reversible.trajectory`'s engine."""
+class AdamRule(trajectory.UpdateRule):
+    """Adam / AdamW as an update rule of :mod:`reversible.trajectory`'s engine (kernels:
+    :mod:`reversible.adam_kernels`)."""
 
     name = "adam"
     aux_names = ("m", "s")
     state_kinds = ("w0",)                   # the moments start at zero
     hyper_kinds = ("alphas", "beta1s", "beta2s", "eps", "weight_decay")
 
-    def __init__(self, schedule, kernel="auto"):
-        self.schedule = schedule
-        self.kernel_name = kernel
-        self._kernel = None
-
     @property
-    def kernel(self):
-        if self._kernel is None:
-            from . import adam_kernels
-            self._kernel = adam_kernels.get(self.kernel_name)
-        return self._kernel
+    def kernels(self):
+        from . import adam_kernels      # imports this module: loaded on first use
+        return adam_kernels
 
     # ----------------------------------------------------------- exact steps
     def start(self, w0, aux0, frac_bits):

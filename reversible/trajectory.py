@@ -221,7 +221,27 @@ class Derivatives:
         return g, hw, hm
 
 
-class MomentumRule:
+class UpdateRule:
+    """What every update rule shares: its schedule and a lazily loaded kernel.
+
+    ``kernels`` is the rule's kernel registry (a module with ``get(name)``).
+    """
+
+    kernels = kernels
+
+    def __init__(self, schedule, kernel="auto"):
+        self.schedule = schedule
+        self.kernel_name = kernel
+        self._kernel = None
+
+    @property
+    def kernel(self):
+        if self._kernel is None:
+            self._kernel = self.kernels.get(self.kernel_name)
+        return self._kernel
+
+
+class MomentumRule(UpdateRule):
     """SGD with momentum as an update rule of the engine (module docstring).
 
     An update rule supplies, for one training step ``t``: its exact step on the
@@ -236,17 +256,6 @@ class MomentumRule:
     aux_names = ("v",)
     state_kinds = ("w0", "v0")              # differentiable initial state
     hyper_kinds = ("alphas", "betas")       # differentiable hyperparameters, in argument order
-
-    def __init__(self, schedule, kernel="auto"):
-        self.schedule = schedule
-        self.kernel_name = kernel
-        self._kernel = None
-
-    @property
-    def kernel(self):
-        if self._kernel is None:
-            self._kernel = kernels.get(self.kernel_name)
-        return self._kernel
 
     # ----------------------------------------------------------- exact steps
     def start(self, w0, aux0, frac_bits):
