@@ -26,7 +26,7 @@ from numba import njit, prange
 
 from . import numba_kernels as nk
 from .adam_rule import (M_NAME, M_STEP, S_NAME, S_STEP, W_NAME, W_STEP, fix_error,
-                        negative_s_error, overflow_error)
+                        negative_s_error, overflow_error, step_constants)
 from .buffer import BETA_ONE, HEAD_LOW, UNDO_OVERFLOW_MESSAGE
 from .errors import BufferUnderflowError, FixedPointOverflowError
 
@@ -208,30 +208,6 @@ def _loops(N):
 
 
 # ------------------------------------------------------------- Python wrappers
-def _step_rows(state, t):
-    """Per-group ``(n1, n2, nd)`` rows and the float constants of step ``t`` (``(G, 9)``)."""
-    s, fmt = state.schedule, state.fmt
-    c1, c2 = s.bias_corrections()
-    G = s.G
-    consts = np.empty((G, 14))
-    consts[:, 0] = 2.0 ** fmt.m.astype(np.float64)
-    consts[:, 1] = 2.0 ** fmt.s.astype(np.float64)
-    consts[:, 2] = s.alphas[t]
-    consts[:, 3] = c1[t]
-    consts[:, 4] = c2[t]
-    consts[:, 5] = s.eps
-    consts[:, 6] = (BETA_ONE - s.n[t]) / float(BETA_ONE)
-    consts[:, 7] = (BETA_ONE - s.n2[t]) / float(BETA_ONE)
-    consts[:, 8] = 2.0 ** fmt.w
-    consts[:, 9] = 2.0 ** -fmt.m.astype(np.float64)
-    consts[:, 10] = 2.0 ** -fmt.s.astype(np.float64)
-    consts[:, 11] = 1.0 / s.n[t]
-    consts[:, 12] = 1.0 / s.n2[t]
-    consts[:, 13] = 1.0 / s.n_decay[t]
-    rows = [np.ascontiguousarray(r, dtype=np.int64) for r in (s.n[t], s.n2[t], s.n_decay[t])]
-    return rows, consts
-
-
 def _raise_first(flags, errors):
     """Raise the error of the lowest set bit of ``flags`` (``errors[bit]``)."""
     for bit, make in enumerate(errors):
@@ -262,7 +238,7 @@ def forward_step(state, g, t):
     N = state.W.size
     _arrays(state, N)
     g = np.ascontiguousarray(g, dtype=np.float64)
-    (n1, n2, nd), consts = _step_rows(state, t)
+    (n1, n2, nd), consts = step_constants(state, t)
     lo, hi, groups = nk.block_layout(state.schedule, N, (n1, n2, nd), state.M, state.S, g)
     status = np.zeros((lo.size, _STATUS_LEN), np.int64)
     pos = lo.copy()
@@ -288,7 +264,7 @@ def forward_step(state, g, t):
 def undo_position(state, t):
     N = state.W.size
     _arrays(state, N)
-    (_, _, nd), consts = _step_rows(state, t)
+    (_, _, nd), consts = step_constants(state, t)
     lo, hi, groups = nk.block_layout(state.schedule, N, (nd,), state.M, state.S)
     status = np.zeros((lo.size, _STATUS_LEN), np.int64)
     buf = state.buffer
@@ -309,7 +285,7 @@ def undo_moments(state, g, t):
     N = state.W.size
     _arrays(state, N)
     g = np.ascontiguousarray(g, dtype=np.float64)
-    (n1, n2, _), consts = _step_rows(state, t)
+    (n1, n2, _), consts = step_constants(state, t)
     lo, hi, groups = nk.block_layout(state.schedule, N, (n1, n2), state.M, state.S, g)
     status = np.zeros((lo.size, _STATUS_LEN), np.int64)
     buf = state.buffer
