@@ -315,7 +315,6 @@ def test_adam_truncated_equals_backprop_of_the_last_K_steps():
     steps still depend on every earlier beta, and their share is kept."""
     from autograd.tracer import getval
 
-    from reversible.adam_api import AdamProblem  # noqa: F401  (the rule comes from the schedule)
     from reversible.adam_rule import AdamSchedule
     T, K = 12, 4
     loss, hyp = make_adam_problem(T=T)
