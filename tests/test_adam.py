@@ -466,3 +466,15 @@ def test_inputs_whose_gradient_is_always_zero_keep_hypergradients_finite():
     exact, ref = hyper("exact"), hyper("unrolled")
     assert np.all(np.isfinite(ref)) and np.all(np.isfinite(exact))
     assert _relerr(exact, ref) < hypergradient_tolerance()
+
+
+def test_stats_report_the_buffer_formats_and_reversal():
+    loss, hyp = make_problem(T=10)
+    stats = {}
+    autograd.grad(lambda a: anp.sum(anp.concatenate(reversible.adam(
+        loss, hyp["w0"], a, hyp["beta1s"], hyp["beta2s"], hyp["meta"], stats=stats))))(
+        hyp["alphas"])
+    assert stats["rule"] == "adam" and stats["method"] == "exact"
+    assert stats["reversed_exactly"] is True
+    assert abs(stats["bits_per_element_step"] / stats["ideal_bits_per_element_step"] - 1) < 0.05
+    assert set(stats["adam_frac_bits"]) == {"w", "m", "s"} and len(stats["adam_frac_bits"]["s"]) == 2
