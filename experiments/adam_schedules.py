@@ -6,8 +6,10 @@ searched for the lowest validation loss.  Then, starting from that best
 constant point, a schedule per parameter array (layer weights and biases) and
 per step, ``log alpha[t, g]`` and ``logit beta1[t, g]``, is learned by
 meta-Adam on the validation loss with exact hypergradients through the whole
-training run (``reversible.adam``, ``method="exact"``).  A held-out test split
-shows whether the gain is more than fitting the validation set.
+training run (``reversible.adam``, ``method="exact"``); the schedule kept is
+the meta-iterate with the lowest validation loss (iterate 0 is the best
+constant, so it can only tie or improve on the grid there).  A held-out test
+split shows whether the gain is more than fitting the validation set.
 
     python -m experiments.adam_schedules --out results [--mnist-dir DIR] [--quick]
 """
@@ -27,7 +29,7 @@ def add_arguments(parser):
     parser.add_argument("--hidden", type=int, nargs="*", default=[50], help="hidden widths")
     parser.add_argument("--n", type=int, default=1500, help="examples used (train/valid/test)")
     parser.add_argument("--meta-steps", type=int, default=40, help="meta-iterations")
-    parser.add_argument("--meta-lr", type=float, default=0.05, help="meta-Adam step size")
+    parser.add_argument("--meta-lr", type=float, default=0.02, help="meta-Adam step size")
     parser.add_argument("--alphas", type=float, nargs="+",
                         default=[3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 1e-1], help="grid of alpha")
     parser.add_argument("--beta1s", type=float, nargs="+", default=[0.5, 0.8, 0.9, 0.95],
@@ -86,7 +88,8 @@ def run(args):
 
     result = reversible.optimize(meta_objective, hypers0, args.meta_steps, lr=args.meta_lr,
                                  progress=not args.no_progress)
-    learned = result.hypers
+    best_iteration = int(np.argmin(result.objectives))
+    learned = result.hypers_history[best_iteration]
     w_best = trained(hypers0["log_alpha"], hypers0["logit_beta1"])
     w_learned = trained(learned["log_alpha"], learned["logit_beta1"])
     final = {name: {"valid_loss": float(valid_loss(w)), "test_loss": float(nll(w, test.X, test.y)),
@@ -96,6 +99,7 @@ def run(args):
                "batch": args.batch, "splits": [train.n, valid.n, test.n], "beta2": 0.999,
                "grid_alphas": args.alphas, "grid_beta1s": args.beta1s, "best_constant": best,
                "meta_steps": args.meta_steps, "meta_lr": args.meta_lr, "quick": args.quick,
+               "best_iteration": best_iteration,
                "final": final, "seed": args.seed,
                "group_labels": [f"W{k}" if k % 2 == 0 else f"b{k}" for k in range(G)]}
     arrays = {"grid_valid_loss": grid, "meta_objectives": result.objectives,

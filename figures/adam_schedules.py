@@ -30,6 +30,8 @@ def plot(meta, arr):
     it = np.arange(arr["meta_objectives"].size)
     a3.plot(it, arr["meta_objectives"], "o-", ms=3, lw=1, label="learned schedule")
     a3.axhline(best["valid_loss"], color="k", ls="--", lw=0.8, label="best constant (grid)")
+    k = meta["best_iteration"]
+    a3.plot([k], [arr["meta_objectives"][k]], "r*", ms=10, label="schedule kept")
     a3.set_xlabel("meta-iteration")
     a3.set_ylabel("validation loss")
     a3.legend(fontsize=7)
