@@ -79,9 +79,10 @@ _WARM_NOTICE_AFTER_S = 1.0
 def warm_up(name="auto"):
     """Compile kernel ``name`` once (or load it from numba's cache); returns the seconds spent.
 
-    Runs a tiny problem through every regime (identity, fused ``beta > 1/2``,
-    two-step ``beta <= 1/2``, a per-group mixture, forward and reverse) so no
-    later call compiles.  Prints one line to stderr only when this takes
+    Runs tiny problems through every regime (identity, at most one spilled
+    word per step, two words per step for ``beta < 2**-16``, a per-group
+    mixture, forward and reverse, serial and parallel loops) so no later call
+    compiles.  Prints one line to stderr only when this takes
     longer than a second (a real compilation, not a cache load).  Benchmarks
     call it first so compile time never enters their timings.
     """
@@ -105,15 +106,18 @@ def warm_up(name="auto"):
 
 
 def _exercise(kernel):
-    """A few forward and reverse steps over every regime on 8 elements (checks the round trip)."""
-    from .buffer import InfoBuffer, quantize_beta
+    """A few forward and reverse steps over every regime, serial and parallel (checks the round trip)."""
+    from .buffer import InfoBuffer
     from .trajectory import Schedule
 
-    N, T, F = 8, 3, 40
-    betas = np.array([[1.0, 0.9, 0.3, 0.5], [0.99, 1.0, 0.9, 0.2], [0.3, 0.3, 1.0, 0.999]])
-    quantize_beta(betas)
-    for group_index in (np.arange(N) // 2, np.zeros(N, dtype=np.int64)):
-        G = int(group_index.max()) + 1
+    T, F = 3, 40
+    betas = np.array([[1.0, 0.9, 0.3, 2.0 ** -20], [0.99, 1.0, 2.0 ** -20, 0.2],
+                      [0.3, 0.3, 1.0, 0.9999]])     # identity, one spill, two spills per step
+    sizes = [8, 8]
+    if getattr(kernel, "parallel_min", 0):           # the parallel loops compile separately
+        sizes.append(kernel.parallel_min)
+    for N, G in zip(sizes, (4, 1, 4)):
+        group_index = np.arange(N) * G // N
         sched = Schedule.build(np.full((T, G), 0.1), betas[:, :G], group_index, G)
         rng = np.random.default_rng(0)
         W0 = to_fixed(rng.standard_normal(N), F)

@@ -131,8 +131,9 @@ def divide_all(x, v, n):
             a, b = np.empty_like(v), np.empty_like(v)
             for i in range(x.shape[0]):
                 inv = 1.0 / np.float64(n[i])
-                q[i], r[i] = numba_kernels._quot32(x[i], n[i], np.uint64(n[i]), inv)
-                a[i], b[i] = numba_kernels._floordivmod(v[i], n[i], inv)
+                inv2 = 2.0 / np.float64(n[i])
+                q[i], r[i] = numba_kernels._quot32(x[i], n[i], np.uint64(n[i]), inv2)
+                a[i], b[i] = numba_kernels._floordivmod(v[i], n[i], np.uint64(n[i]), inv, inv2)
             return q, r, a, b
         _DIV_ALL.append(run)
     return _DIV_ALL[0](x, v, n)
