@@ -2,8 +2,10 @@
 
 A kernel is a namespace with three functions on int64 fixed-point vectors:
 
-* ``forward_step(W, V, g, alpha_row, n_row, schedule, buffer, frac_bits, t) -> (W, V)``:
-  ``V <- n/2**32 * V - fix((1 - beta) g)``, then ``W <- W + fix(alpha * V)``;
+* ``forward_step(W, V, g, alpha_row, n_row, schedule, buffer, frac_bits, t, w_out=None) -> (W, V)``:
+  ``V <- n/2**32 * V - fix((1 - beta) g)``, then ``W <- W + fix(alpha * V)``; with
+  ``w_out`` (a float64 N-vector) also writes ``to_float(W)`` of the new weights into it
+  (the compiled kernel does so in the same pass);
 * ``reverse_position(W, V, alpha_row, schedule, frac_bits, t) -> W``: undo the position update;
 * ``reverse_velocity(V, g, n_row, schedule, buffer, frac_bits, t) -> V``: undo the velocity update.
 
@@ -33,7 +35,7 @@ def _row_per_element(row, schedule):
     return row[schedule.group_index]
 
 
-def _np_forward_step(W, V, g, alpha_row, n_row, schedule, buffer, frac_bits, t):
+def _np_forward_step(W, V, g, alpha_row, n_row, schedule, buffer, frac_bits, t, w_out=None):
     n_e = _row_per_element(n_row, schedule)
     alpha_e = _row_per_element(alpha_row, schedule)
     V = buffer.multiply(V, n_e)
@@ -41,6 +43,8 @@ def _np_forward_step(W, V, g, alpha_row, n_row, schedule, buffer, frac_bits, t):
     V = checked_add(V, D, frac_bits, "velocity", t, subtract=True)
     D = to_fixed(alpha_e * to_float(V, frac_bits), frac_bits, "weight step alpha * v", t)
     W = checked_add(W, D, frac_bits, "weights", t)
+    if w_out is not None:
+        w_out[...] = to_float(W, frac_bits)
     return W, V
 
 

@@ -473,3 +473,20 @@ def test_warm_up_compiles_once_and_exercises_every_regime(capsys):
     assert kernels.warm_up("numpy") >= 0.0
     err = capsys.readouterr().err
     assert err.count("\n") <= 1 and (not err or err.startswith("compiling the exact kernel"))
+
+
+def test_w_out_receives_float_weights_in_the_same_pass():
+    """``w_out`` holds ``to_float(W)`` of the new weights, bit for bit, for both kernels."""
+    rng = np.random.default_rng(12)
+    sched, W, V, gs = make_problem(rng, 300, 4, [0.9, 0.3, 1.0], G=3)
+    outs = []
+    for k in (NP, NB):
+        w_out = np.full(W.size, np.nan)
+        Wk, Vk = k.forward_step(W.copy(), V.copy(), gs[0], sched.alphas[0], sched.n[0], sched,
+                                InfoBuffer(W.size), 40, 0, w_out=w_out)
+        np.testing.assert_array_equal(w_out, Wk * 2.0 ** -40)
+        outs.append(w_out)
+    np.testing.assert_array_equal(*outs)
+    with pytest.raises(ValueError, match="w_out"):
+        NB.forward_step(W.copy(), V.copy(), gs[0], sched.alphas[0], sched.n[0], sched,
+                        InfoBuffer(W.size), 40, 0, w_out=np.empty(W.size, np.float32))
