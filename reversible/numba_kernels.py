@@ -42,6 +42,7 @@ also write ``float(W)`` of the new weights into ``w_out`` in the same pass.
 """
 
 import operator
+import threading
 import types as pytypes
 import weakref
 
@@ -397,8 +398,19 @@ _PARALLEL = {f.__name__: njit(parallel=True, **_JIT)(f)
              for f in (_forward_blocks_py, _reverse_position_py, _reverse_blocks_py)}
 
 
-def _loops(N):
-    return _PARALLEL if N >= PARALLEL_MIN else _SERIAL
+_PARALLEL_LOCK = threading.Lock()
+
+
+def _run(name, N, *args):
+    """Run loop ``name`` in parallel for large steps, else serially.  One parallel launch at a
+    time per process (numba's default threading layer must not be entered concurrently):
+    a step from another Python thread meanwhile runs serially."""
+    if N >= PARALLEL_MIN and _PARALLEL_LOCK.acquire(blocking=False):
+        try:
+            return _PARALLEL[name](*args)
+        finally:
+            _PARALLEL_LOCK.release()
+    return _SERIAL[name](*args)
 
 
 @njit(**_JIT)
@@ -556,10 +568,10 @@ def forward_step(W, V, g, alpha_row, n_row, schedule, buffer, frac_bits, t, w_ou
     pending = np.zeros(lo.size, np.int64)
     spill = np.empty((lo.size, max(QUEUE, 4 * TILE)), np.int64)
     addrs = _mirror(buffer)
-    run = _loops(V.size)["_forward_blocks_py"]
     while True:
-        run(W, V, g, wf, w_out is not None, hi, groups, pos, pending, alpha_row, n_row,
-            buffer.head, buffer.ptr, addrs, buffer.chunk_rows, frac_bits, status, spill)
+        _run("_forward_blocks_py", V.size, W, V, g, wf, w_out is not None, hi, groups, pos,
+             pending, alpha_row, n_row, buffer.head, buffer.ptr, addrs, buffer.chunk_rows,
+             frac_bits, status, spill)
         if np.array_equal(pos, hi) and not pending.any():
             break
         addrs = _grow(buffer)
@@ -574,7 +586,7 @@ def reverse_position(W, V, alpha_row, schedule, frac_bits, t):
     alpha_row = np.ascontiguousarray(alpha_row, dtype=np.float64)
     lo, hi, groups = _layout(schedule, V.size, (alpha_row,), W)
     status = np.zeros((lo.size, _STATUS_LEN), np.int64)
-    _loops(V.size)["_reverse_position_py"](W, V, lo, hi, groups, alpha_row, status)
+    _run("_reverse_position_py", V.size, W, V, lo, hi, groups, alpha_row, status)
     if status[:, _BAD].any():
         D = _weight_increment(V, alpha_row, schedule, frac_bits, t)
         checked_add(_undo(W, D, True), D, frac_bits, "weights", t, subtract=True)
@@ -589,8 +601,8 @@ def reverse_velocity(V, g, n_row, schedule, buffer, frac_bits, t):
     _check_buffer(buffer, V.size)
     lo, hi, groups = _layout(schedule, V.size, (n_row,), g)
     status = np.zeros((lo.size, _STATUS_LEN), np.int64)
-    _loops(V.size)["_reverse_blocks_py"](V, g, lo, hi, groups, n_row, buffer.head, buffer.ptr,
-                                         _mirror(buffer), buffer.chunk_rows, frac_bits, status)
+    _run("_reverse_blocks_py", V.size, V, g, lo, hi, groups, n_row, buffer.head, buffer.ptr,
+         _mirror(buffer), buffer.chunk_rows, frac_bits, status)
     if status[:, _BAD].any():
         _grad_increment(g, n_row, schedule, frac_bits, t)      # raises NumPy's error
     if status[:, _BAD_VEL].any():

@@ -490,3 +490,23 @@ def test_w_out_receives_float_weights_in_the_same_pass():
     with pytest.raises(ValueError, match="w_out"):
         NB.forward_step(W.copy(), V.copy(), gs[0], sched.alphas[0], sched.n[0], sched,
                         InfoBuffer(W.size), 40, 0, w_out=np.empty(W.size, np.float32))
+
+
+def test_concurrent_calls_from_threads_stay_bit_identical(monkeypatch):
+    """Steps from several Python threads at once (one may run the parallel loops, the others
+    run serially) give the NumPy specification's bits."""
+    import concurrent.futures
+    monkeypatch.setattr(numba_kernels, "PARALLEL_MIN", 100)
+    rng = np.random.default_rng(13)
+    sched, W, V, gs = make_problem(rng, 2000, 6, [0.9, 0.3], G=2)
+
+    def run(kernel):
+        r = Run(kernel, W, V, 4)
+        for t in range(sched.T):
+            r.forward(gs[t], sched, 40, t)
+        return r
+
+    ref = run(NP)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        for r in pool.map(lambda _: run(NB), range(4)):
+            assert_same(r, ref)
