@@ -117,6 +117,16 @@ def _refill(addrs, rows, N, ptr, i, h, status, which):
 
 # ------------------------------------------------------------------ arithmetic
 @njit(**_JIT)
+def _fixup(q, r, n):
+    """Correct a quotient estimate that is off by at most one, using its remainder ``r``."""
+    if r < 0:
+        return q - 1, r + n
+    if r >= n:
+        return q + 1, r - n
+    return q, r
+
+
+@njit(**_JIT)
 def _quot32(x, n, nu, inv_n):
     """``(x // n, x % n)`` for uint64 ``x < n * 2**32`` (quotient below 2**32).
 
@@ -126,13 +136,7 @@ def _quot32(x, n, nu, inv_n):
     The remainder fixes it exactly.  ``inv_n`` is ``2.0 / n``.
     """
     q = np.int64(np.float64(np.int64(x >> np.uint64(1))) * inv_n)
-    rem = np.int64(x - np.uint64(q) * nu)   # exact: |x - q n| < 2 n, wrap-around cancels
-    if rem < 0:
-        q -= 1
-        rem += n
-    elif rem >= n:
-        q += 1
-        rem -= n
+    q, rem = _fixup(q, np.int64(x - np.uint64(q) * nu), n)   # |x - q n| < 2 n: exact mod 2**64
     return np.uint64(q), rem
 
 
@@ -142,24 +146,11 @@ def _floordivmod(v, n, nu, inv_n, inv2_n):
     hardware division: ``inv_n = 1 / n``, ``inv2_n = 2 / n``."""
     if n > _HALF_N:                       # quotient below 2**32: float estimate, fixed up
         qv = np.int64(np.floor(np.float64(v) * inv_n))
-        r = v - qv * n
-        if r < 0:
-            qv -= 1
-            r += n
-        elif r >= n:
-            qv += 1
-            r -= n
-        return qv, r
+        return _fixup(qv, v - qv * n, n)
     # long division in 32-bit limbs: v = vh 2**32 + vl, |vh| < 2**31
     vh = v >> 32
     a1 = np.int64(np.floor(np.float64(vh) * inv_n))
-    r1 = vh - a1 * n
-    if r1 < 0:
-        a1 -= 1
-        r1 += n
-    elif r1 >= n:
-        a1 += 1
-        r1 -= n
+    a1, r1 = _fixup(a1, vh - a1 * n, n)
     c, r = _quot32((np.uint64(r1) << _U32) | np.uint64(v & 0xFFFFFFFF), n, nu, inv2_n)
     return (a1 << 32) + np.int64(c), r
 
@@ -333,8 +324,8 @@ def _reverse_range(V, g, lo, hi, n, c1, head, ptr, addrs, rows, status):
     Per element: ``V += fix((1 - beta) g)`` (checked), then the inverse of
     the buffer multiply: ``r = head mod 2**32``, ``(V, u) = divmod(V 2**32 + r, n)``,
     ``head = floor(head / 2**32) n + u``, refills while ``head < 2**48``.  In
-    tiles of :data:`TILE`: the arithmetic first (no tail reads, so it vectorises),
-    then the rare refills.
+    tiles of :data:`TILE`: the checked addition, the arithmetic of the inverse
+    (no tail reads), then the rare refills.
     """
     N = V.shape[0]
     ok, acc, div_ok = True, np.int64(0), True
@@ -345,35 +336,29 @@ def _reverse_range(V, g, lo, hi, n, c1, head, ptr, addrs, rows, status):
     for start in range(lo, hi, TILE):
         end = min(start + TILE, hi)
         Vs, gs, hs = V[start:end], g[start:end], head[start:end]
-        if not bb:
-            for j in range(Vs.shape[0]):
-                D1, ok1 = _fix(gs[j] * c1)
-                v0 = Vs[j]
-                v = v0 + D1
-                ok &= ok1
-                acc |= (v0 ^ v) & (D1 ^ v)
-                Vs[j] = v
-            continue
         for j in range(Vs.shape[0]):
             D1, ok1 = _fix(gs[j] * c1)
             v0 = Vs[j]
             v = v0 + D1
             ok &= ok1
             acc |= (v0 ^ v) & (D1 ^ v)
+            Vs[j] = v
+        if not bb:
+            continue
+        for j in range(Vs.shape[0]):
             h = hs[j]
-            a, bq = _floordivmod(v, n, nu, inv_n, inv2_n)
+            a, bq = _floordivmod(Vs[j], n, nu, inv_n, inv2_n)
             c, u = _quot32((np.uint64(bq) << _U32) | (h & _MASK32), n, nu, inv2_n)
             div_ok &= (a >= -(1 << 31)) & (a < (1 << 31))
             hs[j] = (h >> _U32) * nu + np.uint64(u)
             Vs[j] = (a << 32) + np.int64(c)
-        if bb:
-            for j in range(hs.shape[0]):
-                h = hs[j]
+        for j in range(hs.shape[0]):
+            h = hs[j]
+            if h < _HEAD_LOW:
+                h = _refill(addrs, rows, N, ptr, start + j, h, status, _UF1)
                 if h < _HEAD_LOW:
-                    h = _refill(addrs, rows, N, ptr, start + j, h, status, _UF1)
-                    if h < _HEAD_LOW:
-                        h = _refill(addrs, rows, N, ptr, start + j, h, status, _UF2)
-                    hs[j] = h
+                    h = _refill(addrs, rows, N, ptr, start + j, h, status, _UF2)
+                hs[j] = h
     if not ok:
         status[_BAD] = 1
     if acc < 0:
@@ -417,27 +402,22 @@ def _run(name, N, *args):
 def _blocks(group_index, block):
     """Blocks of at most ``block`` consecutive elements of one group: ``(lo, hi, group)``."""
     N = group_index.shape[0]
+    lo = np.empty(N, np.int64)        # at most N blocks; trimmed below
+    i = 0
     count = 0
-    i = 0
     while i < N:
-        j = i + 1
-        while j < N and j - i < block and group_index[j] == group_index[i]:
-            j += 1
+        lo[count] = i
         count += 1
-        i = j
-    lo = np.empty(count, np.int64)
-    hi = np.empty(count, np.int64)
-    grp = np.empty(count, np.int64)
-    i = 0
-    k = 0
-    while i < N:
         j = i + 1
         while j < N and j - i < block and group_index[j] == group_index[i]:
             j += 1
-        lo[k], hi[k], grp[k] = i, j, group_index[i]
-        k += 1
         i = j
-    return lo, hi, grp
+    lo = lo[:count].copy()
+    hi = np.empty(count, np.int64)
+    hi[:count - 1] = lo[1:]
+    if count:
+        hi[count - 1] = N
+    return lo, hi, group_index[lo]
 
 
 # ------------------------------------------------------------- Python wrappers
