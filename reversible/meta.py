@@ -43,17 +43,11 @@ def optimize(meta_objective, hypers0, steps, optimizer="adam", lr=0.01, progress
     given, caps the global L2 norm of each hypergradient.  ``callback(i,
     hypers, objective, grad)`` is called after every evaluation; returning
     True stops early.  A non-finite objective or hypergradient raises
-    :class:`NonFiniteError` naming the iteration.
+    :class:`NonFiniteError` naming the iteration.  Every option is validated
+    (``b1``, ``b2`` in [0, 1); ``lr``, ``eps``, ``clip`` finite and positive;
+    ``steps`` a non-negative int) before the first evaluation.
     """
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {optimizer!r}")
-    steps = int(steps)
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0; got {steps}")
-    if not (np.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive number; got {lr!r}")
-    if clip is not None and not clip > 0:
-        raise ValueError(f"clip must be positive or None; got {clip!r}")
+    steps = _check_options(optimizer, steps, lr, clip, b1, b2, eps, callback)
     structure = Structure(hypers0, "hypers0")
     x = np.array(structure.flatten(hypers0), dtype=np.float64)
     objective_and_grad = value_and_grad(lambda flat, i: meta_objective(structure.unflatten(flat), i))
@@ -94,3 +88,38 @@ def optimize(meta_objective, hypers0, steps, optimizer="adam", lr=0.01, progress
             x = x - lr * np.sign(g)
     return MetaResult(structure.unflatten(x), np.array(objectives), np.array(grad_norms),
                       history, stopped)
+
+
+def _real(name, value):
+    """``value`` as a float if it is a real number (not bool, complex or a string), else ValueError."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
+                                                                     np.floating)):
+        raise ValueError(f"{name} must be a real number; got {value!r}")
+    return float(value)
+
+
+def _check_options(optimizer, steps, lr, clip, b1, b2, eps, callback):
+    """Validate every option of :func:`optimize`; returns ``steps`` as an int."""
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {optimizer!r}")
+    if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)) \
+            or steps < 0:
+        raise ValueError(f"steps must be a non-negative int; got {steps!r}")
+    lr_value = _real("lr", lr)
+    if not (np.isfinite(lr_value) and lr_value > 0):
+        raise ValueError(f"lr must be a finite positive number; got {lr!r}")
+    if clip is not None:
+        clip_value = _real("clip", clip)
+        if not (np.isfinite(clip_value) and clip_value > 0):
+            raise ValueError(f"clip must be a finite positive number or None; got {clip!r}")
+    for name, value in (("b1", b1), ("b2", b2)):
+        v = _real(name, value)
+        if not 0 <= v < 1:
+            raise ValueError(f"{name} (Adam's decay rate) must lie in [0, 1); got {value!r}")
+    eps_value = _real("eps", eps)
+    if not (np.isfinite(eps_value) and eps_value > 0):
+        raise ValueError(f"eps must be a finite positive number (Adam's denominator floor); "
+                         f"got {eps!r}")
+    if callback is not None and not callable(callback):
+        raise ValueError(f"callback must be callable or None; got {type(callback).__name__}")
+    return int(steps)

@@ -66,3 +66,30 @@ def test_errors_are_clear():
         reversible.optimize(quadratic, np.zeros(1), 1, lr=-1)
     with np.errstate(invalid="ignore"), pytest.raises(NonFiniteError, match="meta-iteration 0"):
         reversible.optimize(lambda h, i: anp.sum(anp.log(h - 1.0)), np.zeros(1), 2, progress=False)
+
+
+@pytest.mark.parametrize("option, fragment", [
+    ({"b1": 1.0}, "b1"), ({"b1": -0.1}, "b1"), ({"b2": -1}, "b2"), ({"b2": 1}, "b2"),
+    ({"b2": float("nan")}, "b2"), ({"eps": 0}, "eps"), ({"eps": -1e-8}, "eps"),
+    ({"eps": float("inf")}, "eps"), ({"lr": float("nan")}, "lr"), ({"lr": "0.1"}, "lr"),
+    ({"lr": 1j}, "lr"), ({"clip": 0}, "clip"), ({"clip": float("nan")}, "clip"),
+    ({"steps": 2.5}, "steps"), ({"steps": True}, "steps"), ({"steps": -1}, "steps"),
+    ({"callback": 3}, "callback")])
+def test_every_invalid_option_is_refused_before_any_evaluation(option, fragment):
+    calls = []
+
+    def objective(h, i):
+        calls.append(i)
+        return quadratic(h, i)
+
+    kwargs = {"steps": 2, **option}
+    steps = kwargs.pop("steps")
+    with pytest.raises(ValueError, match=fragment):
+        reversible.optimize(objective, np.zeros(1), steps, progress=False, **kwargs)
+    assert calls == []
+
+
+def test_edge_values_of_valid_options_are_accepted():
+    res = reversible.optimize(quadratic, np.zeros(1), np.int64(3), b1=0.0, b2=0.0, eps=1e-12,
+                              clip=10.0, progress=False)
+    assert res.objectives.size == 3
