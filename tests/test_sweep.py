@@ -90,3 +90,18 @@ def test_importing_sweep_does_not_import_dask():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=repo)
     assert out.stdout.strip() == "False"
+
+
+def _fails_on_two(point):
+    if point["x"] == 2:
+        raise KeyError("no such thing")
+    return {"y": point["x"]}
+
+
+def test_a_failing_point_on_a_dask_client_is_named(tmp_path):
+    from dask.distributed import Client, LocalCluster
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
+                      dashboard_address=None) as cluster, Client(cluster) as client:
+        with pytest.raises(SweepError, match=r"sweep point 2 \{'x': 2\} failed: KeyError"):
+            sweep(_fails_on_two, [{"x": i} for i in range(4)], tmp_path, client=client,
+                  progress=False)
