@@ -1,12 +1,11 @@
-"""Sweeps: resume from disk, refuse another sweep's directory, run on dask or serially."""
+"""reversible.sweep: resumable sweeps, serially and on dask.distributed."""
 
 import json
-import pathlib
 
 import numpy as np
 import pytest
 
-from reversible.sweep import SweepError, SweepWarning, load_points, point_path, sweep
+from reversible.sweep import load_points, point_path, sweep
 
 CALLS = []
 
@@ -54,11 +53,10 @@ def test_sweep_on_an_embedded_local_cluster(tmp_path):
     assert [r["y"] for r in res] == [0, 1, 4]
 
 
-
 def test_point_files_record_the_digest_of_their_arrays(tmp_path):
     sweep(_square, [{"x": 2}], tmp_path, scheduler="serial", progress=False)
-    rec = json.loads(point_path(tmp_path, 0).read_text())
     import hashlib
+    rec = json.loads(point_path(tmp_path, 0).read_text())
     data = point_path(tmp_path, 0).with_suffix(".npz").read_bytes()
     assert rec["arrays"] == {"keys": ["vec"], "sha256": hashlib.sha256(data).hexdigest()}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["point-000000.json", "point-000000.npz",
@@ -83,6 +81,7 @@ def test_missing_dask_names_the_extra(monkeypatch, tmp_path):
 
 
 def test_importing_sweep_does_not_import_dask():
+    import pathlib
     import subprocess
     import sys
     code = "import sys, reversible.sweep; print('dask' in sys.modules)"
@@ -100,6 +99,8 @@ def _fails_on_two(point):
 
 def test_a_failing_point_on_a_dask_client_is_named(tmp_path):
     from dask.distributed import Client, LocalCluster
+
+    from reversible.sweep import SweepError
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False,
                       dashboard_address=None) as cluster, Client(cluster) as client:
         with pytest.raises(SweepError, match=r"sweep point 2 \{'x': 2\} failed: KeyError"):
