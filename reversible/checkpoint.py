@@ -193,6 +193,7 @@ class _WriterLock:
             import fcntl
         except ImportError:            # Windows
             fcntl = None
+        self.flock = fcntl is not None
         for _ in range(100):           # retry only if the lock file was replaced under us
             if fcntl is None:
                 self._acquire_exclusive_create()
@@ -253,9 +254,14 @@ class _WriterLock:
                                   f"{self.lock_path})") from None
 
     def __exit__(self, *exc):
-        with contextlib.suppress(OSError):
-            os.remove(self.lock_path)   # before unlocking: a waiter then sees a changed file
-        os.close(self.fd)               # closing releases the flock
+        if self.flock:
+            with contextlib.suppress(OSError):
+                os.remove(self.lock_path)   # before unlocking: a waiter then sees a changed file
+            os.close(self.fd)               # closing releases the flock
+        else:
+            os.close(self.fd)               # Windows cannot remove an open file
+            with contextlib.suppress(OSError):
+                os.remove(self.lock_path)
         self.fd = None
         return False
 
