@@ -130,13 +130,18 @@ def save(state, path, layout=None, meta=None):
     removed by the next save to the same path (with a warning).
     """
     arrays = _arrays_of(state, layout, meta)
-    arrays[_DIGEST_KEY] = np.array(_digest(arrays))
     path = os.fspath(path)
     check_writable(path)
     with _WriterLock(path):
-        _remove_orphans(path)
-        atomic_write(path, lambda fh: np.savez(fh, **arrays))
+        _write_locked(path, arrays)
     return path
+
+
+def _write_locked(path, arrays):
+    """Add the digest and write atomically; the caller holds the path's writer lock."""
+    arrays[_DIGEST_KEY] = np.array(_digest(arrays))
+    _remove_orphans(path)
+    atomic_write(path, lambda fh: np.savez(fh, **arrays))
 
 
 def check_writable(path):
@@ -419,7 +424,10 @@ def train(train_loss, w0, alphas, betas, meta=None, *, path, v0=None, frac_bits=
 
     Same arguments and validation as ``sgd``; returns ``w_T`` in the structure
     of ``w0``.  A ``path`` that cannot be written (missing or read-only
-    directory) raises :class:`CheckpointError` before any training.  The checkpoint also records the layout of ``w0`` and ``meta``
+    directory) raises :class:`CheckpointError` before any training, and so
+    does a ``path`` another process is writing: the writer lock (see
+    :func:`save`) is taken before the forward pass and held until the file is
+    written.  The checkpoint also records the layout of ``w0`` and ``meta``
     and the value of ``meta``, so :func:`hypergradient` needs only the loss.
     """
     from . import api                       # late: api imports the method registry
@@ -448,9 +456,10 @@ def train(train_loss, w0, alphas, betas, meta=None, *, path, v0=None, frac_bits=
     problem = Problem(_flat_loss(train_loss, structure, meta_structure), w0_flat, v0_flat,
                       alphas2, betas2, meta_flat, structure.group_index(), frac_bits, kernel,
                       progress)
-    state = forward(problem.grad, w0_flat, problem.schedule(), meta_flat, v0_flat, frac_bits,
-                    kernel, progress)
-    save(state, path, layout, meta_flat)
+    with _WriterLock(path):                 # held from before training: a clash costs nothing
+        state = forward(problem.grad, w0_flat, problem.schedule(), meta_flat, v0_flat, frac_bits,
+                        kernel, progress)
+        _write_locked(path, _arrays_of(state, layout, meta_flat))
     if stats is not None:
         stats.update(state.stats)
     return structure.unflatten(state.w)

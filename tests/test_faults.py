@@ -92,6 +92,38 @@ def test_checkpoint_concurrent_writer_is_refused_and_nothing_is_lost(tmp_path, m
     assert _leftovers(tmp_path) == []
 
 
+@needs_fork
+def test_checkpoint_train_clashing_with_a_writer_fails_before_training(tmp_path):
+    ctx = multiprocessing.get_context("fork")
+    path = tmp_path / "run.ckpt"
+    theirs = _state(seed=2)
+    inside, release = ctx.Event(), ctx.Event()
+
+    def writer():
+        real = checkpoint.remove_temporaries
+
+        def pause_under_lock(p):
+            inside.set()
+            release.wait(30)
+            return real(p)
+        checkpoint.remove_temporaries = pause_under_lock
+        checkpoint.save(theirs, path)
+
+    child = ctx.Process(target=writer)
+    child.start()
+    _quadratic_loss.calls = 0
+    try:
+        assert inside.wait(30)
+        with pytest.raises(CheckpointError, match=f"pid {child.pid}"):
+            checkpoint.train(_quadratic_loss, np.ones(3), np.full(5, 0.1), np.full(5, 0.9),
+                             path=path)
+    finally:
+        release.set()
+        child.join(30)
+    assert _quadratic_loss.calls == 0 and child.exitcode == 0
+    assert _same(checkpoint.load(path), theirs)
+
+
 def _save_loop(path, seed, rounds, results):
     state = _state(seed=seed)
     for _ in range(rounds):
