@@ -34,7 +34,7 @@ import numpy as np
 from .atomic import TEMP_SUFFIX, atomic_write, remove_temporaries, temporary_prefix
 from .buffer import BETA_ONE, WORD_DTYPE, InfoBuffer
 from .errors import CheckpointError
-from .fixedpoint import DEFAULT_FRAC_BITS, check_frac_bits
+from .fixedpoint import check_frac_bits
 from .trajectory import Schedule, TrainState
 
 FORMAT = "reversible-trainstate"
@@ -411,13 +411,6 @@ def _example_from_json(node):
     return tuple(items) if node["kind"] == "tuple" else items
 
 
-def _flat_loss(train_loss, structure, meta_structure):
-    def loss_flat(w, m_flat, t):
-        mm = None if meta_structure is None else meta_structure.unflatten(m_flat)
-        return train_loss(structure.unflatten(w), mm, t)
-    return loss_flat
-
-
 def train(train_loss, w0, alphas, betas, meta=None, *, path, v0=None, frac_bits=None,
           kernel="auto", progress=False, stats=None):
     """Run the exact forward pass of :func:`reversible.sgd` and save it to ``path``.
@@ -430,39 +423,24 @@ def train(train_loss, w0, alphas, betas, meta=None, *, path, v0=None, frac_bits=
     written.  The checkpoint also records the layout of ``w0`` and ``meta``
     and the value of ``meta``, so :func:`hypergradient` needs only the loss.
     """
-    from . import api                       # late: api imports the method registry
-    from .problem import Problem
-    from .structure import Structure
+    from .inputs import sgd_inputs           # late: inputs imports the problem and engine
     from .trajectory import forward
 
     path = os.fspath(path)
     check_writable(path)                    # before the forward pass, which may take hours
-    structure = Structure(w0, "w0")
-    G = structure.num_groups
-    w0_flat = np.asarray(structure.flatten(w0), dtype=np.float64)
-    v0_flat = np.zeros(structure.size) if v0 is None else np.asarray(
-        api._flatten_like(structure, v0), dtype=np.float64)
-    alphas2 = np.asarray(api._schedule(alphas, G, "alphas"), dtype=np.float64)
-    betas2 = np.asarray(api._schedule(betas, G, "betas"), dtype=np.float64)
-    if alphas2.shape[0] != betas2.shape[0]:
-        raise ValueError(f"alphas has {alphas2.shape[0]} steps but betas has {betas2.shape[0]}; "
-                         "give both one row per training step")
-    meta_structure = None if meta is None else Structure(meta, "meta")
-    meta_flat = None if meta is None else np.asarray(meta_structure.flatten(meta), dtype=np.float64)
-    frac_bits = check_frac_bits(DEFAULT_FRAC_BITS if frac_bits is None else frac_bits)
-    layout = {"w0": _tree_to_json(structure.tree),
-              "meta": None if meta is None else _tree_to_json(meta_structure.tree),
+    inp = sgd_inputs(train_loss, w0, alphas, betas, meta, v0=v0, frac_bits=frac_bits,
+                     kernel=kernel, progress=progress, stats=stats)
+    problem, params = inp.problem, inp.params
+    layout = {"w0": _tree_to_json(params.structure.tree),
+              "meta": None if meta is None else _tree_to_json(params.meta_structure.tree),
               "alphas_ndim": int(np.ndim(alphas)), "betas_ndim": int(np.ndim(betas))}
-    problem = Problem(_flat_loss(train_loss, structure, meta_structure), w0_flat, v0_flat,
-                      alphas2, betas2, meta_flat, structure.group_index(), frac_bits, kernel,
-                      progress)
     with _WriterLock(path):                 # held from before training: a clash costs nothing
-        state = forward(problem.grad, w0_flat, problem.schedule(), meta_flat, v0_flat, frac_bits,
-                        kernel, progress)
-        _write_locked(path, _arrays_of(state, layout, meta_flat))
-    if stats is not None:
-        stats.update(state.stats)
-    return structure.unflatten(state.w)
+        state = forward(problem.grad, problem.w0, problem.schedule(), problem.meta, problem.v0,
+                        problem.frac_bits, problem.kernel, problem.progress)
+        state.stats["first_step_rounding"] = problem.first_step_rounding
+        _write_locked(path, _arrays_of(state, layout, problem.meta))
+    inp.stats.update(state.stats)
+    return params.unflatten(state.w)
 
 
 def hypergradient(path, train_loss, dw_T, *, dv_T=None, kernel="auto", progress=False,
@@ -477,10 +455,16 @@ def hypergradient(path, train_loss, dw_T, *, dv_T=None, kernel="auto", progress=
     :class:`~reversible.errors.ReversibilityError` if ``train_loss`` does not
     reproduce the saved trajectory bit for bit.
     """
+    from . import validate
+    from .inputs import HVP_MODES
     from .problem import Problem
     from .structure import Structure
     from .trajectory import reverse
 
+    validate.function(train_loss, "train_loss", " train_loss(w, meta, t) -> scalar")
+    stats = validate.stats_dict(stats)
+    progress = validate.flag(progress, "progress")
+    validate.choice(hvp, "hvp", HVP_MODES)
     state, layout, meta_flat = _load_all(path)
     if not isinstance(layout, dict) or "w0" not in layout:
         raise CheckpointError(f"{path} holds no layout of w0: write it with "
@@ -491,14 +475,15 @@ def hypergradient(path, train_loss, dw_T, *, dv_T=None, kernel="auto", progress=
     meta = None if meta_structure is None else meta_flat
     if structure.size != state.W.size or (meta is not None and meta.size != meta_structure.size):
         raise CheckpointError(f"{path}: recorded layout does not match the stored arrays")
-    dw = np.asarray(structure.flatten(dw_T), dtype=np.float64)
-    dv = None if dv_T is None else np.asarray(structure.flatten(dv_T), dtype=np.float64)
-    problem = Problem(_flat_loss(train_loss, structure, meta_structure), state.w.copy(),
-                      state.v.copy(), state.schedule.alphas, state.schedule.betas, meta,
-                      state.schedule.group_index, state.frac_bits, kernel, progress, hvp)
+    dw = validate.real_array(structure.flatten(dw_T), "dw_T").astype(np.float64)
+    dv = None if dv_T is None else validate.real_array(structure.flatten(dv_T),
+                                                       "dv_T").astype(np.float64)
+    problem = Problem.from_containers(
+        train_loss, structure, meta_structure, w0=state.w.copy(), v0=state.v.copy(),
+        alphas=state.schedule.alphas, betas=state.schedule.betas, meta=meta,
+        frac_bits=state.frac_bits, kernel=kernel, progress=progress, hvp=hvp)
     out = reverse(state, problem.vjp, dw, dv, meta, problem.meta_size, kernel, progress)
-    if stats is not None:
-        stats.update(state.stats)
+    stats.update(state.stats)
     result = {"w0": structure.unflatten(out["w0"]), "v0": structure.unflatten(out["v0"]),
               "meta": None if meta is None else meta_structure.unflatten(out["meta"])}
     for name in ("alphas", "betas"):

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from autograd import value_and_grad
 
+from . import validate
 from .errors import NonFiniteError
 from .structure import Structure
 
@@ -44,10 +45,11 @@ def optimize(meta_objective, hypers0, steps, optimizer="adam", lr=0.01, progress
     hypers, objective, grad)`` is called after every evaluation; returning
     True stops early.  A non-finite objective or hypergradient raises
     :class:`NonFiniteError` naming the iteration.  Every option is validated
-    (``b1``, ``b2`` in [0, 1); ``lr``, ``eps``, ``clip`` finite and positive;
-    ``steps`` a non-negative int) before the first evaluation.
+    before the first evaluation (``b1``, ``b2`` in [0, 1); ``lr``, ``eps``,
+    ``clip`` finite and positive; ``steps`` a non-negative int): a value of the
+    wrong kind raises ``TypeError``, one out of range ``ValueError``.
     """
-    steps = _check_options(optimizer, steps, lr, clip, b1, b2, eps, callback)
+    steps = _check_options(optimizer, steps, lr, clip, b1, b2, eps, callback, progress)
     structure = Structure(hypers0, "hypers0")
     x = np.array(structure.flatten(hypers0), dtype=np.float64)
     objective_and_grad = value_and_grad(lambda flat, i: meta_objective(structure.unflatten(flat), i))
@@ -90,36 +92,18 @@ def optimize(meta_objective, hypers0, steps, optimizer="adam", lr=0.01, progress
                       history, stopped)
 
 
-def _real(name, value):
-    """``value`` as a float if it is a real number (not bool, complex or a string), else ValueError."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, float, np.integer,
-                                                                     np.floating)):
-        raise ValueError(f"{name} must be a real number; got {value!r}")
-    return float(value)
-
-
-def _check_options(optimizer, steps, lr, clip, b1, b2, eps, callback):
-    """Validate every option of :func:`optimize`; returns ``steps`` as an int."""
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {optimizer!r}")
-    if isinstance(steps, (bool, np.bool_)) or not isinstance(steps, (int, np.integer)) \
-            or steps < 0:
-        raise ValueError(f"steps must be a non-negative int; got {steps!r}")
-    lr_value = _real("lr", lr)
-    if not (np.isfinite(lr_value) and lr_value > 0):
-        raise ValueError(f"lr must be a finite positive number; got {lr!r}")
+def _check_options(optimizer, steps, lr, clip, b1, b2, eps, callback, progress):
+    """Validate every option of :func:`optimize` (one message per option); returns ``steps``."""
+    validate.choice(optimizer, "optimizer", OPTIMIZERS)
+    steps = validate.scalar(steps, "steps", 0, integer=True)
+    validate.scalar(lr, "lr", 0, low_open=True, hint="lr is the meta-step size")
     if clip is not None:
-        clip_value = _real("clip", clip)
-        if not (np.isfinite(clip_value) and clip_value > 0):
-            raise ValueError(f"clip must be a finite positive number or None; got {clip!r}")
+        validate.scalar(clip, "clip", 0, low_open=True, hint="clip caps the hypergradient's norm")
     for name, value in (("b1", b1), ("b2", b2)):
-        v = _real(name, value)
-        if not 0 <= v < 1:
-            raise ValueError(f"{name} (Adam's decay rate) must lie in [0, 1); got {value!r}")
-    eps_value = _real("eps", eps)
-    if not (np.isfinite(eps_value) and eps_value > 0):
-        raise ValueError(f"eps must be a finite positive number (Adam's denominator floor); "
-                         f"got {eps!r}")
-    if callback is not None and not callable(callback):
-        raise ValueError(f"callback must be callable or None; got {type(callback).__name__}")
-    return int(steps)
+        validate.scalar(value, name, 0, 1, high_open=True,
+                        hint=f"{name} is a decay rate of Adam's moment estimates")
+    validate.scalar(eps, "eps", 0, low_open=True, hint="eps keeps Adam's denominator positive")
+    if callback is not None:
+        validate.function(callback, "callback", " callback(i, hypers, objective, grad)")
+    validate.flag(progress, "progress")
+    return steps

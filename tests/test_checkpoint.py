@@ -299,3 +299,20 @@ def test_without_flock_a_leftover_lock_file_is_reported(forward_state, tmp_path,
 def test_check_writable_accepts_a_fresh_path_and_leaves_nothing(tmp_path):
     checkpoint.check_writable(tmp_path / "new.ckpt")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("bad", [{"alphas": np.array([0.1, np.nan, 0.1])},
+                                 {"betas": np.array([0.9, 1.5, 0.9])},
+                                 {"w0": np.ones(3) + 0j}, {"stats": []}, {"progress": "yes"}])
+def test_train_validates_like_sgd_and_writes_nothing(tmp_path, bad):
+    """checkpoint.train and reversible.sgd share one validation path: same error, same text."""
+    import autograd.numpy as anp
+    import reversible
+    args = {"w0": np.ones(3), "alphas": np.full(3, 0.1), "betas": np.full(3, 0.9), **bad}
+    loss = lambda w, meta, t: anp.sum(w ** 2)              # noqa: E731
+    with pytest.raises((TypeError, ValueError)) as from_sgd:
+        reversible.sgd(loss, **args)
+    with pytest.raises(type(from_sgd.value)) as from_train:
+        checkpoint.train(loss, **args, path=tmp_path / "run.ckpt")
+    assert str(from_train.value) == str(from_sgd.value)
+    assert list(tmp_path.iterdir()) == []
