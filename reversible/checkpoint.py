@@ -31,7 +31,7 @@ import warnings
 
 import numpy as np
 
-from .atomic import TEMP_SUFFIX, atomic_write, remove_temporaries, temporary_prefix
+from .atomic import atomic_write, remove_temporaries, temporary_prefix
 from .buffer import BETA_ONE, WORD_DTYPE, InfoBuffer
 from .errors import CheckpointError
 from .fixedpoint import check_frac_bits
@@ -48,6 +48,7 @@ BETA_QUANTUM_BITS = BETA_ONE.bit_length() - 1
 
 class CheckpointWarning(UserWarning):
     """Something about an earlier save needed cleaning up (it is reported, then fixed)."""
+
 
 # arrays covered by the digest, with the dtype each must have
 _ARRAYS = {
@@ -159,8 +160,9 @@ def check_writable(path):
                               "create it first or choose another path")
     if os.path.isdir(path):
         raise CheckpointError(f"cannot save checkpoint {path}: it is a directory; give a file name")
-    try:
-        fd, probe = tempfile.mkstemp(prefix=temporary_prefix(path), suffix=TEMP_SUFFIX, dir=directory)
+    try:        # a probe suffix of its own: a writer cleaning up its temporaries leaves it alone
+        fd, probe = tempfile.mkstemp(prefix=temporary_prefix(path), suffix=".reversible-probe",
+                                     dir=directory)
     except OSError as err:
         raise CheckpointError(f"cannot save checkpoint {path}: directory {directory} is not "
                               f"writable ({err.strerror}); choose a writable directory") from None
