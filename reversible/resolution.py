@@ -33,13 +33,22 @@ WARN_AT = 1e-8
 REFUSE_AT = 1e-3
 
 
+SAMPLE = 1 << 16
+
+
 def relative_rounding(d, frac_bits):
     """``||round(d, 2**-frac_bits) - d|| / ||d||`` (0 for a zero increment)."""
-    norm = float(np.linalg.norm(d))
+    norm = _norm(d)
     if norm == 0.0 or not math.isfinite(norm):
         return 0.0
     unit = 2.0 ** -frac_bits
-    return float(np.linalg.norm(np.rint(d / unit) * unit - d)) / norm
+    return _norm(np.rint(d / unit) * unit - d) / norm
+
+
+def _norm(x):
+    """Euclidean norm without BLAS (whose thread pool can cost more than the sum here)."""
+    x = np.asarray(x, dtype=np.float64)
+    return math.sqrt(float(np.add.reduce(x * x, axis=None)))
 
 
 def bits_needed(rounding, frac_bits, target=WARN_AT):
@@ -51,11 +60,16 @@ def check_first_step(g, v0, alpha, one_minus_beta, beta, frac_bits):
     """Relative rounding of step 0's increments; warn or refuse as the module docstring says.
 
     ``alpha``, ``beta`` and ``one_minus_beta`` are per element (or scalars).
+    Long vectors are estimated from every k-th entry (about ``SAMPLE`` of
+    them), so the check costs a small fraction of one training step at any N;
+    if the sampled increments are all zero (sparse gradients), all are used.
     """
-    dv = one_minus_beta * g
-    dw = alpha * (beta * v0 - dv)
-    parts = {"(1 - beta) * g": relative_rounding(dv, frac_bits),
-             "alpha * v": relative_rounding(dw, frac_bits)}
+    stride = max(1, np.size(g) // SAMPLE)
+    parts = _roundings(g, v0, alpha, beta, one_minus_beta, frac_bits, stride)
+    if stride > 1 and parts is None:
+        parts = _roundings(g, v0, alpha, beta, one_minus_beta, frac_bits, 1)
+    if parts is None:
+        return 0.0
     what, r = max(parts.items(), key=lambda kv: kv[1])
     if r > WARN_AT:
         need = bits_needed(r, frac_bits)
@@ -69,3 +83,14 @@ def check_first_step(g, v0, alpha, one_minus_beta, beta, frac_bits):
             raise ValueError(msg)
         warnings.warn(msg, ResolutionWarning, stacklevel=4)
     return r
+
+
+def _roundings(g, v0, alpha, beta, one_minus_beta, frac_bits, stride):
+    """Relative rounding of both increments on every ``stride``-th element (None if all zero)."""
+    take = (lambda x: x[::stride] if np.ndim(x) else x) if stride > 1 else (lambda x: x)
+    dv = take(one_minus_beta) * take(g)
+    dw = take(alpha) * (take(beta) * take(v0) - dv)
+    if not (np.any(dv) or np.any(dw)):
+        return None
+    return {"(1 - beta) * g": relative_rounding(dv, frac_bits),
+            "alpha * v": relative_rounding(dw, frac_bits)}

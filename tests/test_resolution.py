@@ -66,3 +66,15 @@ def test_hopeless_resolution_is_refused():
 def test_float_methods_ignore_frac_bits():
     _, stats, caught = _run(0.001, 12, method="unrolled")
     assert caught == [] and "first_step_rounding" not in stats
+
+
+def test_long_vectors_are_sampled_but_sparse_increments_are_not_missed():
+    N = 5 * resolution.SAMPLE + 3
+    g = np.zeros(N)
+    g[1::7919] = 1e-3                       # off the sampling stride: the sample is all zero
+    with pytest.warns(ResolutionWarning, match="frac_bits=30"):
+        r = resolution.check_first_step(g, np.zeros(N), 0.1, 0.1, 0.9, 30)
+    assert r == pytest.approx(resolution.relative_rounding(0.1 * 0.1 * g, 30))
+    dense = np.random.default_rng(1).normal(size=N)
+    r_sampled = resolution.check_first_step(dense, np.zeros(N), 0.1, 0.1, 0.9, 52)
+    assert r_sampled == pytest.approx(resolution.relative_rounding(0.01 * dense, 52), rel=0.05)
