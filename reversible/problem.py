@@ -95,8 +95,7 @@ class Problem:
                 alpha, beta = alpha[0], beta[0]
             else:
                 alpha, beta = self.per_element(alpha), self.per_element(beta)
-            self.first_step_rounding = check_first_step(g, self.v0, alpha, 1.0 - beta, beta,
-                                                        self.frac_bits)
+            self.first_step_rounding = check_first_step(g, alpha, 1.0 - beta, self.frac_bits)
         return g
 
     def vjp(self, w, meta, t, u):
