@@ -80,7 +80,7 @@ _VALUE_FAULTS = [
     (dict(frac_bits=2.5), "frac_bits must be an integer"),
     (dict(frac_bits=True), "frac_bits must be an integer"),
     (dict(hvp="backward"), "hvp must be one of"),
-    (dict(frac_bits=10), r"frac_bits=10 .*rounds the first step's increments"),
+    (dict(frac_bits=8), r"frac_bits=8 .*rounds the training increments"),
 ]
 
 
@@ -103,10 +103,10 @@ def test_coarse_frac_bits_warns_and_says_what_would_do():
     stats = {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        _call(frac_bits=20, stats=stats)
+        _call(frac_bits=14, stats=stats)
     msgs = [str(w.message) for w in caught if issubclass(w.category, ResolutionWarning)]
-    assert len(msgs) == 1 and "frac_bits=20" in msgs[0] and "would bring the rounding" in msgs[0]
-    assert stats["first_step_rounding"] > 1e-8
+    assert len(msgs) == 1 and "frac_bits=14" in msgs[0] and "would bring the rounding" in msgs[0]
+    assert 1e-4 < stats["first_step_rounding"] < 1e-2
 
 
 # --- checkpoints, Omniglot / IDX loaders, sweeps, optimize (faults helper) ---
