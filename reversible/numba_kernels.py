@@ -54,7 +54,26 @@ from .fixedpoint import _remedy, _where, checked_add, to_fixed, to_float
 _BAD, _BAD_VEL, _UF_FUSED, _UF_TWO, _EMPTIED = range(5)
 _STATUS_LEN = 5
 
-_JIT = dict(nogil=True, cache=True, error_model="numpy", fastmath=False)
+
+
+def _cache_probe():
+    return 0
+
+
+def _caching_possible():
+    """Whether numba can cache this module's compiled code (beside it or in the user's cache dir)."""
+    try:
+        njit(cache=True)(_cache_probe)      # finds a cache directory now; compiles nothing
+    except RuntimeError:    # read-only install and no writable cache directory
+        import warnings
+        warnings.warn("reversible: numba cannot cache the compiled kernel (read-only install and no "
+                      "writable cache directory); it is compiled in every process. Set NUMBA_CACHE_DIR "
+                      "to a writable directory to cache it.", RuntimeWarning, stacklevel=2)
+        return False
+    return True
+
+
+_JIT = dict(nogil=True, cache=_caching_possible(), error_model="numpy", fastmath=False)
 
 _TWO63 = 9223372036854775808.0     # 2.0**63
 _U8, _U16, _U23, _U24, _U32, _U39 = (np.uint64(k) for k in (8, 16, 23, 24, 32, 39))
