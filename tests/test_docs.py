@@ -195,7 +195,7 @@ def test_block_parser_reads_markers_and_lines(tmp_path):
     page = tmp_path / "page.md"
     page.write_text("text\n<!-- requires: torch -->\n```python\nimport torch\n```\n\n"
                     "```bash\nls\n```\n```python\nx = 1\ny = 2\n```\n")
-    assert python_blocks(page) == [(3, "torch", "import torch\n"), (9, None, "x = 1\ny = 2\n")]
+    assert python_blocks(page) == [(3, "torch", "import torch\n"), (10, None, "x = 1\ny = 2\n")]
 
 
 def test_block_parser_rejects_unknown_requirement(tmp_path):
@@ -211,3 +211,10 @@ def test_result_tables_match_their_json():
     spec.loader.exec_module(tables)
     stale = tables.stale_pages(ROOT)
     assert not stale, f"regenerate with `python docs/tables.py`: {stale}"
+
+
+def test_gallery_shows_every_figure():
+    gallery = (ROOT / "docs" / "experiments.md").read_text(encoding="utf-8")
+    shown = set(re.findall(r"\]\(figures/([\w.-]+\.png)\)", gallery))
+    figures = {p.name for p in (ROOT / "docs" / "figures").glob("*.png")}
+    assert figures - shown == set(), f"figures missing from docs/experiments.md: {sorted(figures - shown)}"
