@@ -218,3 +218,10 @@ def test_gallery_shows_every_figure():
     shown = set(re.findall(r"\]\(figures/([\w.-]+\.png)\)", gallery))
     figures = {p.name for p in (ROOT / "docs" / "figures").glob("*.png")}
     assert figures - shown == set(), f"figures missing from docs/experiments.md: {sorted(figures - shown)}"
+
+
+def test_docs_do_not_send_readers_to_the_development_data_folder():
+    offenders = [f"{p.relative_to(ROOT)}:{n}" for p in DOC_FILES
+                 for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
+                 if "shared/data" in line]
+    assert not offenders, "use reversible download / default_data_dir() instead: " + ", ".join(offenders)
