@@ -69,13 +69,16 @@ def _all_blocks():
 BLOCKS = _all_blocks()
 
 
-def _data_dir():
+def _data_present():
+    """Whether MNIST and Omniglot are in the user's data directory (``reversible download ...``)."""
     try:
-        from reversible.data import default_data_dir
-    except ImportError:
+        from reversible.data import downloaded
+    except ImportError:        # a version without download helpers: look for the files by name
         env = os.environ.get("REVERSIBLE_DATA_DIR")
-        return pathlib.Path(env) if env else pathlib.Path.home() / ".reversible" / "data"
-    return pathlib.Path(default_data_dir())
+        directory = pathlib.Path(env) if env else pathlib.Path.home() / ".reversible" / "data"
+        return (directory.is_dir() and any(directory.rglob("t10k-images-idx3-ubyte*"))
+                and any(directory.rglob("images_background_small*.zip")))
+    return downloaded("mnist") is not None and downloaded("omniglot") is not None
 
 
 def missing(requirement, config):
@@ -96,12 +99,9 @@ def missing(requirement, config):
             return f"gpu: CuPy with a CUDA device not available ({type(err).__name__})"
         return "gpu: no CUDA device"
     if requirement == "data":
-        directory = _data_dir()
-        have_mnist = any(directory.rglob("t10k-images-idx3-ubyte*")) if directory.is_dir() else False
-        have_omniglot = any(directory.rglob("images_background_small*.zip")) if directory.is_dir() else False
-        if have_mnist and have_omniglot:
+        if _data_present():
             return None
-        return f"data: MNIST and Omniglot not in {directory} (reversible download mnist|omniglot)"
+        return "data: MNIST and Omniglot not downloaded (reversible download mnist; reversible download omniglot)"
     raise AssertionError(requirement)
 
 
