@@ -225,3 +225,37 @@ def test_docs_do_not_send_readers_to_the_development_data_folder():
                  for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1)
                  if "shared/data" in line]
     assert not offenders, "use reversible download / default_data_dir() instead: " + ", ".join(offenders)
+
+
+_COMMAND = re.compile(r"python (?:-m )?(experiments|figures|benchmarks)[./](\w+)(?:\.py)?((?:[ \t]+[^\s`|;&#]+)*)")
+
+
+def documented_commands(text):
+    """``(package, module, [--options])`` of every ``python -m experiments.X ...`` (figures, benchmarks) in ``text``."""
+    text = text.replace("\\\n", " ")
+    return [(pkg, mod, re.findall(r"(?<![\w-])(--[\w-]+)", args)) for pkg, mod, args in _COMMAND.findall(text)]
+
+
+def test_command_finder_reads_modules_and_options():
+    text = ("run `python -m experiments.chaos --out results --workers 16` then\n"
+            "python benchmarks/bench_gpu.py --out x.json   # --not-this\n")
+    assert documented_commands(text) == [("experiments", "chaos", ["--out", "--workers"]),
+                                         ("benchmarks", "bench_gpu", ["--out"])]
+
+
+def test_documented_commands_name_real_modules_and_options():
+    shared = {"experiments": ["common.py"], "figures": ["__init__.py"], "benchmarks": []}
+    problems = []
+    for path in DOC_FILES:
+        for pkg, mod, options in documented_commands(path.read_text(encoding="utf-8")):
+            if mod.isupper():
+                continue            # a placeholder: python -m figures.NAME
+            source = ROOT / pkg / f"{mod}.py"
+            if not source.is_file():
+                problems.append(f"{path.name}: {pkg}.{mod} does not exist")
+                continue
+            known = source.read_text(encoding="utf-8") + "".join(
+                (ROOT / pkg / name).read_text(encoding="utf-8") for name in shared[pkg])
+            problems += [f"{path.name}: {pkg}.{mod} has no option {opt}" for opt in options
+                         if f'"{opt}"' not in known and opt != "--help"]
+    assert not problems, "\n".join(problems)
