@@ -9,7 +9,7 @@ from .errors import (BufferUnderflowError, CheckpointError, FixedPointOverflowEr
 from .fixedpoint import ExactArray
 from .meta import MetaResult, optimize
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["sgd", "compare", "optimize", "MetaResult", "InfoBuffer", "ExactArray", "effective_beta", "quantize_beta",
            "ReversibleError", "ReversibilityError", "BufferUnderflowError",
