@@ -1,0 +1,245 @@
+"""``reversible.torch.sgd``: exact hypergradients of SGD with momentum for PyTorch models.
+
+The training run is one ``torch.autograd.Function``: its forward trains (on
+the engine for the parameters' device) and its backward is the chosen
+hypergradient method's reverse pass, so ``torch.autograd.grad`` of anything
+computed from ``params_T`` reaches ``params0``, ``v0``, ``alphas``, ``betas``
+and ``meta`` through whatever parameterisation the user applied.
+``method="unrolled"`` is PyTorch differentiating the float64 loop itself: the
+reference the others are checked against.
+"""
+
+import inspect
+import time
+
+import numpy as np
+import torch
+
+from .. import methods
+from ..buffer import effective_beta
+from ..errors import NonFiniteError, ReversibilityError
+from ..fixedpoint import DEFAULT_FRAC_BITS, check_frac_bits
+from ..trajectory import Schedule
+from . import determinism
+from .derivatives import LossDerivatives
+from .problem import TorchProblem, as_numpy, as_tensor
+from .tree import TensorTree
+
+# methods that need more than gradients and Hessian-vector products
+_NEEDS_MIXED_JVP = ("forward",)
+
+
+def sgd(train_loss, params0, alphas, betas, meta=None, *, v0=None, method="exact", frac_bits=None,
+        stats=None, kernel="auto", progress=False, hvp="auto", check_determinism=True,
+        check_every=256, gpu_backend=None, **options):
+    """Train ``params0`` for ``T = len(alphas)`` steps of SGD with momentum; return ``params_T``.
+
+    ``train_loss(params, meta, t)`` returns a scalar tensor computed with torch
+    ops from ``params`` (a container like ``params0``, typically passed to
+    ``torch.func.functional_call(model, params, (x,))``) on the minibatch of
+    step ``t``; it must be deterministic in ``(params, meta, t)``.  ``params0``
+    is a tensor or a dict / list / tuple of tensors, one parameter group per
+    tensor; ``params_T`` has the same structure and dtypes.  ``alphas`` and
+    ``betas`` have shape ``(T,)`` (shared) or ``(T, G)`` (per group); ``meta``
+    is a tensor or container of tensors (or None).  Update rule:
+    ``v <- beta v - (1 - beta) g``, ``w <- w + alpha v``.
+
+    ``params_T`` is differentiable: backpropagating from any function of it
+    gives hypergradients with respect to ``params0``, ``v0``, ``alphas``,
+    ``betas`` and ``meta`` by ``method`` (``"exact"``, ``"unrolled"``, or an
+    approximate method of :mod:`reversible.methods` on CPU tensors).
+    Parameters on a CUDA device train on the CuPy kernels of
+    :mod:`reversible.gpu` (``method="exact"`` or ``"unrolled"``).
+
+    ``hvp`` picks the Hessian-vector product (``"auto"``: forward-over-reverse,
+    reverse-over-reverse where an op lacks a forward rule).  With
+    ``check_determinism`` the gradient at step 0 is evaluated twice and must
+    agree bit for bit.  ``stats``, if a dict, receives timings and buffer figures.
+    """
+    if stats is not None and not isinstance(stats, dict):
+        raise TypeError(f"stats must be a dict to fill (or None); got {type(stats).__name__}")
+    stats = {} if stats is None else stats
+    if not callable(train_loss):
+        raise TypeError(f"train_loss must be a callable train_loss(params, meta, t); got "
+                        f"{type(train_loss).__name__}")
+    tree = TensorTree(params0, "params0")
+    device = tree.device
+    G = tree.num_groups
+    w0 = tree.flatten(params0)
+    v0_flat = torch.zeros(tree.size, dtype=torch.float64, device=device) if v0 is None \
+        else _on(tree.flatten(v0, "v0"), device, "v0")
+    alphas2 = _schedule(alphas, G, "alphas", device)
+    betas2 = _schedule(betas, G, "betas", device)
+    schedule = Schedule.build(as_numpy(alphas2.detach().cpu()), as_numpy(betas2.detach().cpu()),
+                              tree.group_index(), G)            # validates values and beta range
+    meta_tree = None if meta is None else TensorTree(meta, "meta")
+    meta_flat = None if meta is None else _on(meta_tree.flatten(meta), device, "meta")
+    frac_bits = check_frac_bits(DEFAULT_FRAC_BITS if frac_bits is None else frac_bits)
+    derivs = LossDerivatives(train_loss, tree, meta_tree, hvp, stats)
+    stats.update(method=method, T=schedule.T, N=tree.size, groups=G, frac_bits=frac_bits,
+                 device=str(device), hvp=hvp if hvp != "auto" else "forward-over-reverse")
+
+    w0_value = w0.detach()
+    meta_value = None if meta_flat is None else meta_flat.detach()
+    derivs.loss_value(w0_value, meta_value, 0)
+    if check_determinism:
+        determinism.check_repeatable(derivs.grad(w0_value, meta_value, 0),
+                                     derivs.grad(w0_value, meta_value, 0),
+                                     "the gradient evaluated twice at the same point", 0, device)
+
+    if method == "unrolled":
+        _check_options("unrolled", options, [])
+        t0 = time.perf_counter()
+        w_T = unrolled(derivs, w0, v0_flat, alphas2, betas2, meta_flat, tree.group_index())
+        stats["forward_seconds"] = time.perf_counter() - t0
+        return tree.unflatten(w_T)
+
+    if device.type == "cuda" or gpu_backend is not None:
+        from .cuda import CudaRun
+        if method != "exact":
+            raise ValueError(f"method {method!r} runs on CPU tensors only; on CUDA use "
+                             "method='exact' (or 'unrolled' for the stored-trajectory reference), "
+                             "or move the model to the CPU")
+        _check_options("exact", options, ["check"])
+        run = CudaRun(derivs, w0_value, v0_flat.detach(), schedule, meta_value, frac_bits,
+                      tree.group_index(), stats, options.get("check", True), check_every,
+                      progress, gpu_backend)
+    else:
+        m = methods.get(method)
+        if m.traced:
+            raise ValueError(f"method {method!r} differentiates the training loop with autograd "
+                             "(NumPy); for PyTorch use method='unrolled'")
+        if method in _NEEDS_MIXED_JVP and meta is not None:
+            raise ValueError(f"method {method!r} needs mixed Jacobian-vector products along meta, "
+                             "which reversible.torch does not supply; use method='exact' (or "
+                             "'checkpointed' for a float64 reference)")
+        _check_options(method, options, _option_names(m))
+        problem = TorchProblem(None, as_numpy(w0_value), as_numpy(v0_flat.detach()),
+                               schedule.alphas, np.ascontiguousarray(as_numpy(betas2.detach().cpu())),
+                               None if meta_value is None else as_numpy(meta_value),
+                               tree.group_index(), frac_bits, kernel, progress, hvp,
+                               derivatives=derivs)
+        run = CpuRun(m, problem, options, stats)
+    w_T = _TrainingRun.apply(run, w0, v0_flat, alphas2, betas2, meta_flat)
+    return tree.unflatten(w_T)
+
+
+class CpuRun:
+    """A registered method on CPU tensors: forward trains, ``backward(dw)`` returns cotangents."""
+
+    def __init__(self, method, problem, options, stats):
+        self.method, self.problem, self.options, self.stats = method, problem, options, stats
+        self.name, self.blind_to = method.name, method.blind_to
+        self._backward = None
+
+    def forward(self):
+        t0 = time.perf_counter()
+        w_T, self._backward = self.method.run(self.problem, self.stats, **self.options)
+        self.stats.setdefault("forward_seconds", time.perf_counter() - t0)
+        return as_tensor(np.array(w_T, dtype=np.float64))
+
+    def backward(self, dw):
+        try:
+            cot = self._backward(as_numpy(dw.detach().to("cpu", torch.float64).contiguous()))
+        except ReversibilityError as err:
+            raise type(err)(f"{err} {determinism.not_reversed_advice('cpu')}") from err
+        return {k: as_tensor(v) for k, v in cot.items() if v is not None}
+
+
+class _TrainingRun(torch.autograd.Function):
+    """``w_T = run(w0, v0, alphas, betas, meta)``; the backward is the run's reverse pass."""
+
+    @staticmethod
+    def forward(ctx, run, w0, v0, alphas, betas, meta):
+        ctx.run = run
+        ctx.like = (w0, v0, alphas, betas, meta)
+        return run.forward()
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dw):
+        run, like = ctx.run, ctx.like
+        wanted = [n for n, need in zip(methods.HYPER_KINDS, ctx.needs_input_grad[1:]) if need]
+        blind = [n for n in wanted if n in run.blind_to]
+        if blind and len(blind) == len(wanted):
+            raise ValueError(
+                f"method {run.name!r} cannot see {', '.join(blind)}: its hypergradient with "
+                "respect to them is zero by construction. Use method='exact' for these, or also "
+                "differentiate with respect to a hyperparameter it does see")
+        cot = run.backward(dw)
+        out = [None]
+        for name, need, x in zip(methods.HYPER_KINDS, ctx.needs_input_grad[1:], like):
+            c = cot.get(name)
+            if not need or x is None:
+                out.append(None)
+            elif c is None:
+                out.append(torch.zeros_like(x))
+            else:
+                out.append(c.reshape(x.shape).to(device=x.device, dtype=x.dtype))
+        return tuple(out)
+
+
+def unrolled(derivs, w0, v0, alphas2, betas2, meta, group_index):
+    """PyTorch differentiating the float64 training loop (stores the trajectory: O(T N) memory).
+
+    Momenta are the engine's effective betas with a straight-through
+    derivative, so this trains the same model as ``exact``.
+    """
+    tree, meta_tree = derivs.tree, derivs.meta_tree
+    eff = torch.as_tensor(effective_beta(as_numpy(betas2.detach().cpu())), device=betas2.device)
+    betas_eff = betas2 + (eff - betas2.detach())
+    gi = torch.as_tensor(group_index, device=w0.device)
+    differentiable = torch.is_grad_enabled() and any(
+        x is not None and x.requires_grad for x in (w0, v0, alphas2, betas2, meta))
+    m = None if meta is None else meta_tree.unflatten(meta)
+    w, v = w0, v0
+    with torch.enable_grad():
+        for t in range(alphas2.shape[0]):
+            w_in = w if w.requires_grad else w.detach().requires_grad_()
+            loss = determinism.check_loss_value(derivs.train_loss(tree.unflatten(w_in), m, t), t)
+            (g,) = torch.autograd.grad(loss, w_in, create_graph=differentiable)
+            if not bool(torch.isfinite(g).all()):
+                raise NonFiniteError(f"gradient at step {t} contains NaN or Inf: lower the "
+                                     "learning rate or check the loss for log(0) / overflow")
+            beta = betas_eff[t][gi]
+            v = beta * v - (1.0 - beta) * g
+            w = w + alphas2[t][gi] * v
+    return w if differentiable else w.detach()
+
+
+def _on(x, device, name):
+    if x.device != device:
+        raise ValueError(f"{name} is on {x.device} but params0 is on {device}; put them on one device")
+    return x
+
+
+def _schedule(x, G, name, device):
+    """``x`` as a float64 ``(T, G)`` tensor on ``device`` (differentiable); shapes checked."""
+    if not isinstance(x, torch.Tensor):
+        arr = np.asarray(x)
+        if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
+            raise TypeError(f"{name} must be a real float tensor of shape (T,) or (T, {G}); got "
+                            f"{type(x).__name__} of dtype {arr.dtype}")
+        x = torch.as_tensor(arr, dtype=torch.float64)
+    elif x.is_complex() or x.dtype == torch.bool:
+        raise TypeError(f"{name} must be a real float tensor; got dtype {x.dtype}")
+    x = x.to(device=device, dtype=torch.float64)
+    if x.dim() == 1:
+        return x.reshape(-1, 1).expand(-1, G)
+    if x.dim() == 2 and x.shape[1] == G:
+        return x
+    raise ValueError(f"{name} must have shape (T,) or (T, {G}) for {G} parameter group(s); "
+                     f"got {tuple(x.shape)}")
+
+
+def _option_names(method):
+    params = inspect.signature(method.run).parameters
+    fixed = {"problem", "stats", "w0", "v0", "alphas", "betas", "meta"}
+    return [name for name in params if name not in fixed]
+
+
+def _check_options(name, options, allowed):
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"method {name!r} does not take option(s) {unknown}; its options are "
+                         f"{allowed or 'none'}")
