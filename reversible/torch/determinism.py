@@ -66,7 +66,7 @@ def check_loss_value(value, t):
     if not value.is_floating_point():
         raise TypeError(f"train_loss must return a floating-point scalar; got {value.dtype} at step {t}")
     if not bool(torch.isfinite(value)):
-        raise NonFiniteError(f"the training loss is {float(value)} at step {t}: lower the learning "
+        raise NonFiniteError(f"the training loss is {float(value.detach())} at step {t}: lower the learning "
                              "rate or check the loss for log(0) / overflow")
     return value
 
