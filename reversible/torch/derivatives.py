@@ -4,17 +4,25 @@
 of flat float64 tensors (one contiguous vector of all parameters, cut into
 per-leaf views):
 
-* ``grad(w, meta, t) -> g`` (``torch.func.grad``);
+* ``grad(w, meta, t) -> g``: ``torch.autograd.grad`` on per-leaf views (the
+  same kernels, and bits, as ``torch.func.grad``, with less overhead per call);
 * ``vjp(w, meta, t, u) -> (g, H_ww u, H_meta,w u)``: one Hessian-vector
-  product, forward-over-reverse (``torch.func.jvp`` of the gradient) by
-  default, reverse-over-reverse (``torch.func.vjp`` of the gradient) for
-  losses with an operation that has no forward-mode rule.
+  product, by one of three modes: ``"forward"`` (forward-over-reverse,
+  ``torch.func.jvp`` of ``torch.func.grad``), ``"reverse"``
+  (reverse-over-reverse, ``torch.func.vjp`` of ``torch.func.grad``) or
+  ``"double"`` (``torch.autograd.grad`` twice, ``create_graph=True``).
+  ``"auto"`` times each mode once at the first reverse step and keeps the
+  fastest (forward mode is usually cheapest for large models on a GPU; the
+  per-call overhead of ``torch.func`` favours ``"double"`` for small CPU
+  models); a mode that fails (an op without a forward-mode rule) is skipped.
 
 Leaves keep their dtype: a float32 model gets its weights rounded to float32
 (the engine's state stays fixed point), computes its gradient and products in
 float32, and they are widened to float64.  That is a deterministic function of
 the weights, so exact reversal still holds bit for bit.
 """
+
+import time
 
 import torch
 
@@ -24,14 +32,15 @@ from . import determinism
 class LossDerivatives:
     """``grad`` and ``vjp`` of ``train_loss`` on flat float64 tensors.
 
-    ``hvp`` is ``"auto"`` (forward-over-reverse, falling back to
-    reverse-over-reverse for good the first time forward mode fails),
-    ``"forward"`` or ``"reverse"``.  ``stats`` (a dict) records the mode used.
+    ``hvp`` is ``"auto"``, ``"forward"``, ``"reverse"`` or ``"double"``;
+    ``stats`` (a dict) records the mode used and, for ``"auto"``, each mode's time.
     """
 
+    MODES = ("forward", "reverse", "double")
+
     def __init__(self, train_loss, tree, meta_tree, hvp="auto", stats=None):
-        if hvp not in ("auto", "forward", "reverse"):
-            raise ValueError(f"hvp must be 'auto', 'forward' or 'reverse'; got {hvp!r}")
+        if hvp not in ("auto",) + self.MODES:
+            raise ValueError(f"hvp must be 'auto', 'forward', 'reverse' or 'double'; got {hvp!r}")
         self.train_loss, self.tree, self.meta_tree = train_loss, tree, meta_tree
         self.hvp = hvp
         self.stats = {} if stats is None else stats
@@ -56,36 +65,56 @@ class LossDerivatives:
     # ------------------------------------------------------------ public
     def loss_value(self, w, meta, t):
         """The training loss at ``(w, meta, t)``, checked to be a real scalar tensor."""
-        value = self._loss_of(t, self._meta_leaves(meta))(self.tree.views(w))
+        with torch.no_grad():
+            value = self._loss_of(t, self._meta_leaves(meta))(self.tree.views(w))
         return determinism.check_loss_value(value, t)
 
     def grad(self, w, meta, t):
-        loss = self._loss_of(t, self._meta_leaves(meta))
-        return self._flat(torch.func.grad(loss)(self.tree.views(w)), w, self.tree)
+        leaves = [x.detach().requires_grad_() for x in self.tree.views(w)]
+        with torch.enable_grad():
+            loss = self._loss_of(t, self._meta_leaves(meta))(leaves)
+            grads = torch.autograd.grad(loss, leaves, allow_unused=True, materialize_grads=True)
+        return self._flat(grads, w, self.tree)
 
     def vjp(self, w, meta, t, u):
         """``(g, H_ww u, H_meta,w u or None)`` at ``(w, meta, t)``."""
-        if self.hvp != "reverse":
-            try:
-                out = self._vjp_forward(w, meta, t, u)
-            except (NotImplementedError, RuntimeError) as err:
-                if self.hvp == "forward" or not determinism.is_missing_forward_rule(err):
-                    raise
-                self.hvp = "reverse"
-                self.stats["hvp"] = f"reverse (forward mode failed: {str(err).splitlines()[0]})"
-                out = self._vjp_reverse(w, meta, t, u)
+        if self.hvp == "auto":
+            g, hw, hm = self._choose_mode(w, meta, t, u)
         else:
-            out = self._vjp_reverse(w, meta, t, u)
-        g, hw, hm = out
+            g, hw, hm = getattr(self, "_vjp_" + self.hvp)(w, meta, t, u)
         if not self._checked_primal:
             # the reverse pass undoes each step with this g: it must equal grad() bit for bit
             self._checked_primal = True
             if not torch.equal(g, self.grad(w, meta, t)):
                 self.separate_gradient = True
-                self.stats["hvp_gradient"] = "separate (the HVP's primal gradient differs in its last bits)"
+                self.stats["hvp_gradient"] = ("separate (the HVP's own gradient differs in its "
+                                              "last bits from the forward pass's)")
         if self.separate_gradient:
             g = self.grad(w, meta, t)
         return g, hw, hm
+
+    def _choose_mode(self, w, meta, t, u):
+        """Run each mode once, keep the fastest for good; returns the fastest mode's result."""
+        timings, results, errors = {}, {}, {}
+        for mode in self.MODES:
+            start = time.perf_counter()
+            try:
+                out = getattr(self, "_vjp_" + mode)(w, meta, t, u)
+                _synchronize(w)
+            except (NotImplementedError, RuntimeError) as err:
+                if not determinism.is_missing_forward_rule(err):
+                    raise
+                errors[mode] = str(err).splitlines()[0]
+                continue
+            timings[mode] = time.perf_counter() - start
+            results[mode] = out
+        if not results:
+            raise RuntimeError(f"no Hessian-vector product mode works for this loss: {errors}")
+        self.hvp = min(timings, key=timings.get)
+        self.stats.update(hvp=self.hvp, hvp_seconds_by_mode=timings)
+        if errors:
+            self.stats["hvp_failed_modes"] = errors
+        return results[self.hvp]
 
     def _vjp_forward(self, w, meta, t, u):
         leaves, tangents = self.tree.views(w), self.tree.views(u)
@@ -115,3 +144,25 @@ class LossDerivatives:
         hw, hm = back(tangents)
         return (self._flat(g, w, self.tree), self._flat(hw, w, self.tree),
                 self._flat(hm, w, self.meta_tree))
+
+    def _vjp_double(self, w, meta, t, u):
+        leaves = [x.detach().requires_grad_() for x in self.tree.views(w)]
+        mleaves = self._meta_leaves(meta)
+        if mleaves is not None:
+            mleaves = [x.detach().requires_grad_() for x in mleaves]
+        inputs = leaves + (mleaves or [])
+        with torch.enable_grad():
+            loss = self._loss_of(t, mleaves)(leaves)
+            g = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True,
+                                    materialize_grads=True)
+            h = torch.autograd.grad(g, inputs, self.tree.views(u), allow_unused=True,
+                                    materialize_grads=True)
+        n = len(leaves)
+        hm = None if mleaves is None else self._flat(h[n:], w, self.meta_tree)
+        return self._flat([x.detach() for x in g], w, self.tree), self._flat(h[:n], w, self.tree), hm
+
+
+def _synchronize(x):
+    """Wait for the device of ``x`` (so a timing measures the work, not its launch)."""
+    if x.device.type == "cuda":
+        torch.cuda.synchronize(x.device)

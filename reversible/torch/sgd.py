@@ -51,8 +51,10 @@ def sgd(train_loss, params0, alphas, betas, meta=None, *, v0=None, method="exact
     Parameters on a CUDA device train on the CuPy kernels of
     :mod:`reversible.gpu` (``method="exact"`` or ``"unrolled"``).
 
-    ``hvp`` picks the Hessian-vector product (``"auto"``: forward-over-reverse,
-    reverse-over-reverse where an op lacks a forward rule).  With
+    ``hvp`` picks the Hessian-vector product: ``"forward"`` (``torch.func``
+    forward-over-reverse), ``"reverse"`` (``torch.func`` reverse-over-reverse),
+    ``"double"`` (``torch.autograd.grad`` twice) or ``"auto"`` (the fastest of
+    them, timed once at the first reverse step).  With
     ``check_determinism`` the gradient at step 0 is evaluated twice and must
     agree bit for bit.  ``stats``, if a dict, receives timings and buffer figures.
     """
@@ -77,7 +79,7 @@ def sgd(train_loss, params0, alphas, betas, meta=None, *, v0=None, method="exact
     frac_bits = check_frac_bits(DEFAULT_FRAC_BITS if frac_bits is None else frac_bits)
     derivs = LossDerivatives(train_loss, tree, meta_tree, hvp, stats)
     stats.update(method=method, T=schedule.T, N=tree.size, groups=G, frac_bits=frac_bits,
-                 device=str(device), hvp=hvp if hvp != "auto" else "forward-over-reverse")
+                 device=str(device), hvp=hvp)
 
     w0_value = w0.detach()
     meta_value = None if meta_flat is None else meta_flat.detach()
