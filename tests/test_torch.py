@@ -165,7 +165,7 @@ def test_exact_matches_central_finite_differences(digits, net):
 def test_hvp_modes_agree_and_reverse_over_reverse_matches(digits):
     model = mlp()
     train_loss, val_loss = losses(model, digits)
-    h = hypers(model, T=6)
+    h = hypers(model, T=8)          # "auto" tries each mode on two reverse steps, then keeps one
     _, g_f = run(train_loss, val_loss, h, hvp="forward")
     _, g_r = run(train_loss, val_loss, h, hvp="reverse")
     _, g_d = run(train_loss, val_loss, h, hvp="double")
@@ -174,7 +174,7 @@ def test_hvp_modes_agree_and_reverse_over_reverse_matches(digits):
     assert rel(g_f, g_r) < 1e-12 and rel(g_d, g_r) < 1e-12
     assert stats["hvp"] in ("forward", "reverse", "double")
     assert sorted(stats["hvp_seconds_by_mode"]) == ["double", "forward", "reverse"]
-    assert rel(g_a, {"forward": g_f, "reverse": g_r, "double": g_d}[stats["hvp"]]) == 0
+    assert rel(g_a, g_f) < 1e-12
 
 
 def test_op_without_forward_rule_is_skipped_by_auto(digits):

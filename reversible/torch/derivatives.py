@@ -11,10 +11,14 @@ per-leaf views):
   ``torch.func.jvp`` of ``torch.func.grad``), ``"reverse"``
   (reverse-over-reverse, ``torch.func.vjp`` of ``torch.func.grad``) or
   ``"double"`` (``torch.autograd.grad`` twice, ``create_graph=True``).
-  ``"auto"`` times each mode once at the first reverse step and keeps the
-  fastest (forward mode is usually cheapest for large models on a GPU; the
-  per-call overhead of ``torch.func`` favours ``"double"`` for small CPU
-  models); a mode that fails (an op without a forward-mode rule) is skipped.
+  ``"auto"`` uses each mode in turn for the first reverse steps (two calls
+  each), then keeps the fastest (forward mode is usually cheapest for large
+  models on a GPU; the per-call overhead of ``torch.func`` favours
+  ``"double"`` for small CPU models); a mode that fails (an op without a
+  forward-mode rule) is skipped.  The choice is remembered for later runs
+  with the same loss function (a meta-optimisation loop).  The modes agree to rounding, so ``"auto"``
+  hypergradients may differ in their last bits from run to run: name a mode
+  for bitwise-reproducible ones.
 
 Leaves keep their dtype: a float32 model gets its weights rounded to float32
 (the engine's state stays fixed point), computes its gradient and products in
@@ -23,10 +27,15 @@ the weights, so exact reversal still holds bit for bit.
 """
 
 import time
+import weakref
 
 import torch
 
 from . import determinism
+
+
+# the HVP mode "auto" chose for a loss function, reused by later runs with the same loss
+_CHOSEN = weakref.WeakKeyDictionary()
 
 
 class LossDerivatives:
@@ -37,6 +46,7 @@ class LossDerivatives:
     """
 
     MODES = ("forward", "reverse", "double")
+    TRIALS = 2          # calls of each mode timed under "auto" before the fastest is kept
 
     def __init__(self, train_loss, tree, meta_tree, hvp="auto", stats=None):
         if hvp not in ("auto",) + self.MODES:
@@ -44,8 +54,11 @@ class LossDerivatives:
         self.train_loss, self.tree, self.meta_tree = train_loss, tree, meta_tree
         self.hvp = hvp
         self.stats = {} if stats is None else stats
-        self.separate_gradient = False     # set when the HVP's primal differs from grad()
-        self._checked_primal = False
+        self._checked_primal, self._separate = set(), set()   # modes whose own gradient differs
+        self._timings, self._failed = {}, {}
+        if hvp == "auto" and _remembered(train_loss) is not None:
+            self.hvp = _remembered(train_loss)
+            self.stats["hvp"] = self.hvp
 
     # ------------------------------------------------------------ helpers
     def _meta_leaves(self, meta):
@@ -78,43 +91,47 @@ class LossDerivatives:
 
     def vjp(self, w, meta, t, u):
         """``(g, H_ww u, H_meta,w u or None)`` at ``(w, meta, t)``."""
+        mode = self._next_trial() if self.hvp == "auto" else self.hvp
+        start = time.perf_counter()
+        try:
+            g, hw, hm = getattr(self, "_vjp_" + mode)(w, meta, t, u)
+        except (NotImplementedError, RuntimeError) as err:
+            if self.hvp != "auto" or not determinism.is_missing_forward_rule(err):
+                raise
+            self._failed[mode] = str(err).splitlines()[0]
+            self.stats["hvp_failed_modes"] = dict(self._failed)
+            if len(self._failed) == len(self.MODES):
+                raise RuntimeError("no Hessian-vector product mode works for this loss: "
+                                   f"{self._failed}") from err
+            return self.vjp(w, meta, t, u)
         if self.hvp == "auto":
-            g, hw, hm = self._choose_mode(w, meta, t, u)
-        else:
-            g, hw, hm = getattr(self, "_vjp_" + self.hvp)(w, meta, t, u)
-        if not self._checked_primal:
+            _synchronize(w)
+            self._timings.setdefault(mode, []).append(time.perf_counter() - start)
+        if mode not in self._checked_primal:
             # the reverse pass undoes each step with this g: it must equal grad() bit for bit
-            self._checked_primal = True
+            self._checked_primal.add(mode)
             if not torch.equal(g, self.grad(w, meta, t)):
-                self.separate_gradient = True
+                self._separate.add(mode)
                 self.stats["hvp_gradient"] = ("separate (the HVP's own gradient differs in its "
-                                              "last bits from the forward pass's)")
-        if self.separate_gradient:
+                                              f"last bits from the forward pass's in mode {mode!r})")
+        if mode in self._separate:
             g = self.grad(w, meta, t)
         return g, hw, hm
 
-    def _choose_mode(self, w, meta, t, u):
-        """Run each mode once, keep the fastest for good; returns the fastest mode's result."""
-        timings, results, errors = {}, {}, {}
-        for mode in self.MODES:
-            start = time.perf_counter()
-            try:
-                out = getattr(self, "_vjp_" + mode)(w, meta, t, u)
-                _synchronize(w)
-            except (NotImplementedError, RuntimeError) as err:
-                if not determinism.is_missing_forward_rule(err):
-                    raise
-                errors[mode] = str(err).splitlines()[0]
-                continue
-            timings[mode] = time.perf_counter() - start
-            results[mode] = out
-        if not results:
-            raise RuntimeError(f"no Hessian-vector product mode works for this loss: {errors}")
-        self.hvp = min(timings, key=timings.get)
-        self.stats.update(hvp=self.hvp, hvp_seconds_by_mode=timings)
-        if errors:
-            self.stats["hvp_failed_modes"] = errors
-        return results[self.hvp]
+    def _next_trial(self):
+        """Under ``"auto"``: the next mode to try (round robin, twice each), then the fastest."""
+        working = [m for m in self.MODES if m not in self._failed]
+        pending = [m for m in working if len(self._timings.get(m, ())) < self.TRIALS]
+        if pending:
+            return min(pending, key=lambda m: len(self._timings.get(m, ())))
+        best = min(working, key=lambda m: min(self._timings[m]))
+        self.hvp = best
+        try:
+            _CHOSEN[self.train_loss] = best
+        except TypeError:             # not weak-referenceable: choose again next time
+            pass
+        self.stats.update(hvp=best, hvp_seconds_by_mode={m: min(self._timings[m]) for m in working})
+        return best
 
     def _vjp_forward(self, w, meta, t, u):
         leaves, tangents = self.tree.views(w), self.tree.views(u)
@@ -160,6 +177,13 @@ class LossDerivatives:
         n = len(leaves)
         hm = None if mleaves is None else self._flat(h[n:], w, self.meta_tree)
         return self._flat([x.detach() for x in g], w, self.tree), self._flat(h[:n], w, self.tree), hm
+
+
+def _remembered(train_loss):
+    try:
+        return _CHOSEN.get(train_loss)
+    except TypeError:
+        return None
 
 
 def _synchronize(x):

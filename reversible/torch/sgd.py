@@ -54,7 +54,7 @@ def sgd(train_loss, params0, alphas, betas, meta=None, *, v0=None, method="exact
     ``hvp`` picks the Hessian-vector product: ``"forward"`` (``torch.func``
     forward-over-reverse), ``"reverse"`` (``torch.func`` reverse-over-reverse),
     ``"double"`` (``torch.autograd.grad`` twice) or ``"auto"`` (the fastest of
-    them, timed once at the first reverse step).  With
+    them, timed on the first reverse steps).  With
     ``check_determinism`` the gradient at step 0 is evaluated twice and must
     agree bit for bit.  ``stats``, if a dict, receives timings and buffer figures.
     """
@@ -77,9 +77,9 @@ def sgd(train_loss, params0, alphas, betas, meta=None, *, v0=None, method="exact
     meta_tree = None if meta is None else TensorTree(meta, "meta")
     meta_flat = None if meta is None else _on(meta_tree.flatten(meta), device, "meta")
     frac_bits = check_frac_bits(DEFAULT_FRAC_BITS if frac_bits is None else frac_bits)
-    derivs = LossDerivatives(train_loss, tree, meta_tree, hvp, stats)
     stats.update(method=method, T=schedule.T, N=tree.size, groups=G, frac_bits=frac_bits,
                  device=str(device), hvp=hvp)
+    derivs = LossDerivatives(train_loss, tree, meta_tree, hvp, stats)
 
     w0_value = w0.detach()
     meta_value = None if meta_flat is None else meta_flat.detach()
