@@ -101,7 +101,7 @@ def as_device(cp, x, name, size=None):
 
 
 class Trained:
-    """The result of :func:`sgd`: ``w`` (= ``w_T``), ``v``, ``stats``, and :meth:`hypergrad`."""
+    """The result of :func:`sgd`: ``w`` (= ``w_T``), ``v``, ``stats``, and :meth:`hypergradient`."""
 
     def __init__(self, engine, vjp, meta, stats, check_every, progress):
         self._engine, self._vjp, self._meta = engine, vjp, meta
@@ -115,7 +115,7 @@ class Trained:
     def v(self):
         return self._engine.v
 
-    def hypergrad(self, dw, dv=None, *, keep=True, check=True):
+    def hypergradient(self, dw, dv=None, *, keep=True, check=True):
         """Run training backwards exactly, back-propagating ``(dw, dv)`` = cotangents of ``(w_T, v_T)``.
 
         Returns a dict of CuPy arrays: ``w0``, ``v0``, ``alphas`` and ``betas``
@@ -156,6 +156,8 @@ class Trained:
             raise NonFiniteError("the meta hypergradient contains NaN or Inf")
         return {"w0": eng.dw, "v0": eng.dv, "alphas": eng.d_alpha, "betas": eng.d_beta,
                 "meta": d_meta}
+
+    hypergrad = hypergradient          # the 0.1 name
 
 
 def _steps(iterable, total, enabled, desc):

@@ -397,3 +397,80 @@ def test_importing_reversible_does_not_import_torch():
                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "ok"
+
+
+# ---------------------------------------------------------------- CUDA path, emulated on the CPU
+def worktree_gpu():
+    """``reversible.gpu`` of this checkout (an installed one elsewhere may shadow it)."""
+    import importlib.util
+    import pathlib
+    import reversible
+    repo = pathlib.Path(__file__).resolve().parents[1]
+    found = importlib.util.find_spec("reversible.gpu")
+    if found is not None and repo in pathlib.Path(found.origin).resolve().parents:
+        import reversible.gpu as gpu
+        return gpu
+    for name in [m for m in sys.modules if m == "reversible.gpu" or m.startswith("reversible.gpu.")]:
+        del sys.modules[name]
+    spec = importlib.util.spec_from_file_location(
+        "reversible.gpu", repo / "gpu" / "__init__.py", submodule_search_locations=[str(repo / "gpu")])
+    gpu = importlib.util.module_from_spec(spec)
+    sys.modules["reversible.gpu"] = gpu
+    spec.loader.exec_module(gpu)
+    reversible.gpu = gpu
+    return gpu
+
+
+@pytest.fixture(scope="module")
+def emulated():
+    gpu = worktree_gpu()
+    from reversible.gpu import emulate
+    if emulate.compiler() is None:
+        pytest.skip("no C++ compiler for the CPU emulation of the CUDA kernels")
+    return emulate.backend(sms=2)
+
+
+def test_cuda_path_on_emulated_kernels_is_bit_identical_to_the_cpu_engine(digits, emulated):
+    """The CUDA code path (reversible.gpu, DLPack exchange) run on the emulated kernels."""
+    model = mlp()
+    train_loss, val_loss = losses(model, digits)
+    h = hypers(model, T=6)
+    stats = {}
+    params0, v0, log_alpha, logit_beta, meta = h
+    outs = {}
+    for name, kw in [("cpu", {}), ("emulated", {"gpu_backend": emulated, "stats": stats})]:
+        pT = rt.sgd(train_loss, params0, log_alpha.exp(), torch.sigmoid(logit_beta), meta, v0=v0,
+                    hvp="double", **kw)
+        leaves = list(params0.values()) + list(v0.values()) + [log_alpha, logit_beta, meta]
+        outs[name] = (pT, torch.autograd.grad(val_loss(pT), leaves))
+    assert stats["reversed_exactly"] is True and stats["tail_capacity_words"] > 0
+    assert all(torch.equal(outs["cpu"][0][k], outs["emulated"][0][k]) for k in params0)
+    assert rel(outs["emulated"][1], outs["cpu"][1]) < 1e-13
+
+
+def test_cuda_path_refuses_cpu_only_methods_and_names_nondeterminism(emulated):
+    with pytest.raises(ValueError, match="runs on CPU tensors only"):
+        rt.sgd(_ok_loss, W0, AL, BE, method="checkpointed", gpu_backend=emulated)
+    calls = {"n": 0}
+
+    def drifting(w, meta, t):
+        calls["n"] += 1
+        return ((w - (0.0 if calls["n"] < 10 else 1e-3)) ** 2).sum()
+
+    alphas = torch.full((6,), 0.1, dtype=F64, requires_grad=True)
+    wT = rt.sgd(drifting, torch.ones(3, dtype=F64), alphas, torch.full((6,), 0.5, dtype=F64),
+                gpu_backend=emulated)
+    with pytest.raises(ReversibilityError, match="bit for bit.*use_deterministic_algorithms"):
+        torch.autograd.grad(wT.sum(), alphas)
+
+
+def test_determinism_advice_names_the_cuda_settings(monkeypatch):
+    from reversible.torch import determinism
+    monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    text = determinism.settings_advice(torch.device("cuda"))
+    for setting in ("torch.use_deterministic_algorithms(True)", "cudnn.benchmark = False",
+                    "CUBLAS_WORKSPACE_CONFIG=:4096:8", "from the step index t"):
+        if setting == "cudnn.benchmark = False" and not torch.backends.cudnn.benchmark:
+            continue
+        assert setting in text
+    assert "cudnn" not in determinism.settings_advice(torch.device("cpu"))

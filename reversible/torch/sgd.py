@@ -97,15 +97,15 @@ def sgd(train_loss, params0, alphas, betas, meta=None, *, v0=None, method="exact
         return tree.unflatten(w_T)
 
     if device.type == "cuda" or gpu_backend is not None:
-        from .cuda import CudaRun
+        from .cuda import CudaRun, numpy_schedule
         if method != "exact":
             raise ValueError(f"method {method!r} runs on CPU tensors only; on CUDA use "
                              "method='exact' (or 'unrolled' for the stored-trajectory reference), "
                              "or move the model to the CPU")
         _check_options("exact", options, ["check"])
-        run = CudaRun(derivs, w0_value, v0_flat.detach(), schedule, meta_value, frac_bits,
-                      tree.group_index(), stats, options.get("check", True), check_every,
-                      progress, gpu_backend)
+        run = CudaRun(derivs, w0_value, v0_flat.detach(), schedule, numpy_schedule(betas2),
+                      meta_value, frac_bits, tree.group_index(), stats, options.get("check", True),
+                      check_every, progress, gpu_backend)
     else:
         m = methods.get(method)
         if m.traced:
