@@ -317,7 +317,7 @@ AL, BE = torch.full((4,), 0.1, dtype=F64), torch.full((4,), 0.5, dtype=F64)
 
 
 @pytest.mark.parametrize("call, err, match", [
-    (lambda: rt.sgd("loss", W0, AL, BE), TypeError, "train_loss must be a callable"),
+    (lambda: rt.sgd("loss", W0, AL, BE), TypeError, "train_loss must be a function"),
     (lambda: rt.sgd(_ok_loss, np.ones(3), AL, BE), TypeError, "params0 must be a torch tensor"),
     (lambda: rt.sgd(_ok_loss, torch.ones(3, dtype=torch.int64), AL, BE), TypeError,
      "real floating-point"),
@@ -327,9 +327,12 @@ AL, BE = torch.full((4,), 0.1, dtype=F64), torch.full((4,), 0.5, dtype=F64)
      r"v0 has shape \(2,\)"),
     (lambda: rt.sgd(_ok_loss, W0, torch.ones(4, 2), BE), ValueError, r"alphas must have shape"),
     (lambda: rt.sgd(_ok_loss, W0, AL, BE[:3]), ValueError, "alphas has 4 steps but betas has 3"),
-    (lambda: rt.sgd(_ok_loss, W0, AL, BE + 0.6), ValueError, r"beta must lie in \(0, 1\]"),
+    (lambda: rt.sgd(_ok_loss, W0, AL, BE + 0.6), ValueError, r"every entry of betas must lie in \(0, 1\]"),
     (lambda: rt.sgd(_ok_loss, W0, AL * float("nan"), BE), ValueError, "alphas contains NaN"),
     (lambda: rt.sgd(_ok_loss, W0, "fast", BE), TypeError, "alphas must be a real float"),
+    (lambda: rt.sgd(_ok_loss, W0, -AL, BE), ValueError, r"alphas must lie in \(0, inf\).*exp\(log_alpha\)"),
+    (lambda: rt.sgd(_ok_loss, W0, AL * 1j, BE), TypeError, "alphas is complex"),
+    (lambda: rt.sgd(_ok_loss, W0, AL, BE, progress="yes"), TypeError, "progress must be True or False"),
     (lambda: rt.sgd(_ok_loss, W0, AL, BE, frac_bits=70), ValueError, "frac_bits"),
     (lambda: rt.sgd(_ok_loss, W0, AL, BE, stats=[]), TypeError, "stats must be a dict"),
     (lambda: rt.sgd(_ok_loss, W0, AL, BE, method="bogus"), ValueError, "unknown method"),
@@ -338,7 +341,7 @@ AL, BE = torch.full((4,), 0.1, dtype=F64), torch.full((4,), 0.5, dtype=F64)
      "does not take option"),
     (lambda: rt.sgd(_ok_loss, W0, AL, BE, torch.ones(1), method="forward"), ValueError,
      "mixed Jacobian-vector"),
-    (lambda: rt.sgd(_ok_loss, W0, AL, BE, hvp="sideways"), ValueError, "hvp must be"),
+    (lambda: rt.sgd(_ok_loss, W0, AL, BE, hvp="sideways"), ValueError, "hvp must be one of"),
     (lambda: rt.sgd(lambda w, m, t: w ** 2, W0, AL, BE), ValueError, "must return a scalar"),
     (lambda: rt.sgd(lambda w, m, t: 1.0, W0, AL, BE), TypeError, "must return a torch tensor"),
     (lambda: rt.sgd(lambda w, m, t: torch.log(w - 1).sum(), W0, AL, BE), NonFiniteError,
@@ -347,6 +350,7 @@ AL, BE = torch.full((4,), 0.1, dtype=F64), torch.full((4,), 0.5, dtype=F64)
      "meta must be a real floating-point"),
 ])
 def test_bad_input_is_a_clear_error(call, err, match):
+    """Arguments are checked by reversible.inputs / validate, as for reversible.sgd."""
     with pytest.raises(err, match=match):
         call()
 

@@ -13,10 +13,11 @@ then DLPack between NumPy and CPU tensors.
 
 import contextlib
 
-import numpy as np
 import torch
 
+from ..buffer import effective_beta
 from ..errors import ReversibilityError
+from ..resolution import check_first_step
 from . import determinism
 
 
@@ -56,9 +57,18 @@ class CudaRun:
         self.check_every, self.progress, self.backend = check_every, progress, backend
         self.device = w0.device
         self.trained = None
+        self._check_resolution = True
 
     def grad(self, w, meta, t):
-        return self.derivs.grad(as_torch(w), meta, t)
+        g = self.derivs.grad(as_torch(w), meta, t)
+        if t == 0 and self._check_resolution:
+            # once, on the host: is frac_bits fine enough for step 0's increments?
+            self._check_resolution = False
+            beta = effective_beta(self.betas[0])[self.group_index]
+            self.stats["first_step_rounding"] = check_first_step(
+                g.detach().cpu().numpy(), self.v0.detach().cpu().numpy(),
+                self.schedule.alphas[0][self.group_index], 1.0 - beta, beta, self.frac_bits)
+        return g
 
     def vjp(self, w, meta, t, u):
         return self.derivs.vjp(as_torch(w), meta, t, as_torch(u))
@@ -79,10 +89,5 @@ class CudaRun:
             try:
                 out = self.trained.hypergradient(dw, keep=True, check=self.check)
             except ReversibilityError as err:
-                raise type(err)(f"{err} {determinism.not_reversed_advice(self.device)}") from err
+                raise type(err)(determinism.with_advice(err, self.device)) from err
         return {k: as_torch(v).to(self.device) for k, v in out.items() if v is not None}
-
-
-def numpy_schedule(x):
-    """A float64 NumPy copy of a (T, G) schedule tensor (host; once per run)."""
-    return np.ascontiguousarray(x.detach().to("cpu", torch.float64).numpy())

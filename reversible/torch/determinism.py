@@ -55,6 +55,11 @@ def not_reversed_advice(device):
             "(params, meta, t): " + settings_advice(device))
 
 
+def with_advice(err, device):
+    """The message of a failed reversal followed by what PyTorch users should check."""
+    return f"{str(err).rstrip('. ')}. {not_reversed_advice(device)}"
+
+
 def check_loss_value(value, t):
     """The loss must be a finite real scalar tensor; returns it."""
     if not isinstance(value, torch.Tensor):

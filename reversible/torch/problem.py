@@ -38,10 +38,9 @@ class TorchProblem(Problem):
     derivatives: object = field(default=None, repr=False)
 
     def __post_init__(self):
-        pass                                 # no autograd: derivatives come from torch.func
-
-    def grad(self, w, meta, t):
-        return as_numpy(self.derivatives.grad(as_tensor(w), as_tensor(meta), t))
+        # Problem.grad calls _grad (then checks step 0's resolution): here it runs torch
+        self._grad = lambda w, meta, t: as_numpy(self.derivatives.grad(as_tensor(w),
+                                                                       as_tensor(meta), t))
 
     def vjp(self, w, meta, t, u):
         g, hw, hm = self.derivatives.vjp(as_tensor(w), as_tensor(meta), t, as_tensor(u))

@@ -15,7 +15,8 @@ import time
 import numpy as np
 import torch
 
-from .. import methods
+from .. import inputs, methods, validate
+from ..api import FIXED_POINT_METHODS
 from ..buffer import effective_beta
 from ..errors import NonFiniteError, ReversibilityError
 from ..fixedpoint import DEFAULT_FRAC_BITS, check_frac_bits
@@ -58,12 +59,8 @@ def sgd(train_loss, params0, alphas, betas, meta=None, *, v0=None, method="exact
     ``check_determinism`` the gradient at step 0 is evaluated twice and must
     agree bit for bit.  ``stats``, if a dict, receives timings and buffer figures.
     """
-    if stats is not None and not isinstance(stats, dict):
-        raise TypeError(f"stats must be a dict to fill (or None); got {type(stats).__name__}")
-    stats = {} if stats is None else stats
-    if not callable(train_loss):
-        raise TypeError(f"train_loss must be a callable train_loss(params, meta, t); got "
-                        f"{type(train_loss).__name__}")
+    validate.function(train_loss, "train_loss", " train_loss(params, meta, t) -> scalar tensor")
+    stats = validate.stats_dict(stats)
     tree = TensorTree(params0, "params0")
     device = tree.device
     G = tree.num_groups
@@ -72,12 +69,16 @@ def sgd(train_loss, params0, alphas, betas, meta=None, *, v0=None, method="exact
         else _on(tree.flatten(v0, "v0"), device, "v0")
     alphas2 = _schedule(alphas, G, "alphas", device)
     betas2 = _schedule(betas, G, "betas", device)
-    schedule = Schedule.build(as_numpy(alphas2.detach().cpu()), as_numpy(betas2.detach().cpu()),
-                              tree.group_index(), G)            # validates values and beta range
+    T = inputs.same_steps(alphas=alphas2, betas=betas2)
+    schedule = Schedule.build(_numpy(alphas2), _numpy(betas2), tree.group_index(), G)
     meta_tree = None if meta is None else TensorTree(meta, "meta")
     meta_flat = None if meta is None else _on(meta_tree.flatten(meta), device, "meta")
     frac_bits = check_frac_bits(DEFAULT_FRAC_BITS if frac_bits is None else frac_bits)
-    stats.update(method=method, T=schedule.T, N=tree.size, groups=G, frac_bits=frac_bits,
+    if not isinstance(kernel, str):
+        raise TypeError(f"kernel must be a kernel name (a str); got {kernel!r}")
+    progress = validate.flag(progress, "progress")
+    validate.choice(hvp, "hvp", ("auto",) + LossDerivatives.MODES)
+    stats.update(method=method, T=T, N=tree.size, groups=G, frac_bits=frac_bits,
                  device=str(device), hvp=hvp)
     derivs = LossDerivatives(train_loss, tree, meta_tree, hvp, stats)
 
@@ -97,13 +98,13 @@ def sgd(train_loss, params0, alphas, betas, meta=None, *, v0=None, method="exact
         return tree.unflatten(w_T)
 
     if device.type == "cuda" or gpu_backend is not None:
-        from .cuda import CudaRun, numpy_schedule
+        from .cuda import CudaRun
         if method != "exact":
             raise ValueError(f"method {method!r} runs on CPU tensors only; on CUDA use "
                              "method='exact' (or 'unrolled' for the stored-trajectory reference), "
                              "or move the model to the CPU")
         _check_options("exact", options, ["check"])
-        run = CudaRun(derivs, w0_value, v0_flat.detach(), schedule, numpy_schedule(betas2),
+        run = CudaRun(derivs, w0_value, v0_flat.detach(), schedule, _numpy(betas2),
                       meta_value, frac_bits, tree.group_index(), stats, options.get("check", True),
                       check_every, progress, gpu_backend)
     else:
@@ -117,9 +118,10 @@ def sgd(train_loss, params0, alphas, betas, meta=None, *, v0=None, method="exact
                              "'checkpointed' for a float64 reference)")
         _check_options(method, options, _option_names(m))
         problem = TorchProblem(None, as_numpy(w0_value), as_numpy(v0_flat.detach()),
-                               schedule.alphas, np.ascontiguousarray(as_numpy(betas2.detach().cpu())),
+                               schedule.alphas, _numpy(betas2),
                                None if meta_value is None else as_numpy(meta_value),
                                tree.group_index(), frac_bits, kernel, progress, hvp,
+                               check_resolution=method in FIXED_POINT_METHODS,
                                derivatives=derivs)
         run = CpuRun(m, problem, options, stats)
     w_T = _TrainingRun.apply(run, w0, v0_flat, alphas2, betas2, meta_flat)
@@ -137,6 +139,8 @@ class CpuRun:
     def forward(self):
         t0 = time.perf_counter()
         w_T, self._backward = self.method.run(self.problem, self.stats, **self.options)
+        if self.problem.first_step_rounding is not None:
+            self.stats["first_step_rounding"] = self.problem.first_step_rounding
         self.stats.setdefault("forward_seconds", time.perf_counter() - t0)
         return as_tensor(np.array(w_T, dtype=np.float64))
 
@@ -144,7 +148,7 @@ class CpuRun:
         try:
             cot = self._backward(as_numpy(dw.detach().to("cpu", torch.float64).contiguous()))
         except ReversibilityError as err:
-            raise type(err)(f"{err} {determinism.not_reversed_advice('cpu')}") from err
+            raise type(err)(determinism.with_advice(err, "cpu")) from err
         return {k: as_tensor(v) for k, v in cot.items() if v is not None}
 
 
@@ -216,22 +220,30 @@ def _on(x, device, name):
 
 
 def _schedule(x, G, name, device):
-    """``x`` as a float64 ``(T, G)`` tensor on ``device`` (differentiable); shapes checked."""
+    """``x`` as a float64 ``(T, G)`` tensor on ``device`` (differentiable when ``x`` is a tensor).
+
+    Values are checked by :mod:`reversible.inputs` as for :func:`reversible.sgd`:
+    real and finite, step sizes > 0, momenta in (0, 1] and above the quantum.
+    """
+    if isinstance(x, torch.Tensor):
+        values = x.detach().cpu()
+        values = values.double().numpy() if values.dtype in (torch.float16, torch.bfloat16) \
+            else values.numpy()
+    else:
+        values = x
+    if name == "betas":
+        checked = inputs.momentum_schedule(values, G, name)
+    else:
+        checked = inputs.schedule(values, G, name, 0.0, low_open=True, hint=inputs.ALPHA_HINT)
     if not isinstance(x, torch.Tensor):
-        arr = np.asarray(x)
-        if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
-            raise TypeError(f"{name} must be a real float tensor of shape (T,) or (T, {G}); got "
-                            f"{type(x).__name__} of dtype {arr.dtype}")
-        x = torch.as_tensor(arr, dtype=torch.float64)
-    elif x.is_complex() or x.dtype == torch.bool:
-        raise TypeError(f"{name} must be a real float tensor; got dtype {x.dtype}")
+        return torch.as_tensor(np.asarray(checked, dtype=np.float64), device=device)
     x = x.to(device=device, dtype=torch.float64)
-    if x.dim() == 1:
-        return x.reshape(-1, 1).expand(-1, G)
-    if x.dim() == 2 and x.shape[1] == G:
-        return x
-    raise ValueError(f"{name} must have shape (T,) or (T, {G}) for {G} parameter group(s); "
-                     f"got {tuple(x.shape)}")
+    return x.reshape(-1, 1).expand(-1, G) if x.dim() == 1 else x
+
+
+def _numpy(x):
+    """A contiguous float64 NumPy copy of a (T, G) tensor's values (host; once per run)."""
+    return np.ascontiguousarray(x.detach().to("cpu", torch.float64).numpy())
 
 
 def _option_names(method):
