@@ -105,11 +105,11 @@ def test_exact_matches_unrolled_for_every_hyperparameter_kind(digits, net):
     L_e, g_e = run(train_loss, val_loss, h, "exact", stats=stats)
     L_u, g_u = run(train_loss, val_loss, h, "unrolled")
     assert stats["reversed_exactly"] is True
-    assert abs(float(L_e.detach() - L_u.detach())) < 1e-9 * abs(float(L_u.detach()))
+    assert abs(float(L_e.detach() - L_u.detach())) < 1e-13 * abs(float(L_u.detach()))
     G = len(h[0])
     ke, ku = per_kind(g_e, G), per_kind(g_u, G)
     for kind in ke:
-        assert rel(ke[kind], ku[kind]) < 1e-7, kind
+        assert rel(ke[kind], ku[kind]) < 1e-11, kind      # measured ~1e-14 (engine v2)
         assert float(torch.cat([x.reshape(-1) for x in ku[kind]]).norm()) > 0, kind
 
 
