@@ -404,30 +404,10 @@ def test_importing_reversible_does_not_import_torch():
 
 
 # ---------------------------------------------------------------- CUDA path, emulated on the CPU
-def worktree_gpu():
-    """``reversible.gpu`` of this checkout (an installed one elsewhere may shadow it)."""
-    import importlib.util
-    import pathlib
-    import reversible
-    repo = pathlib.Path(__file__).resolve().parents[1]
-    found = importlib.util.find_spec("reversible.gpu")
-    if found is not None and repo in pathlib.Path(found.origin).resolve().parents:
-        import reversible.gpu as gpu
-        return gpu
-    for name in [m for m in sys.modules if m == "reversible.gpu" or m.startswith("reversible.gpu.")]:
-        del sys.modules[name]
-    spec = importlib.util.spec_from_file_location(
-        "reversible.gpu", repo / "gpu" / "__init__.py", submodule_search_locations=[str(repo / "gpu")])
-    gpu = importlib.util.module_from_spec(spec)
-    sys.modules["reversible.gpu"] = gpu
-    spec.loader.exec_module(gpu)
-    reversible.gpu = gpu
-    return gpu
-
-
 @pytest.fixture(scope="module")
 def emulated():
-    gpu = worktree_gpu()
+    from _gpu_import import load_gpu        # this checkout's gpu/ (tests/ is on sys.path)
+    load_gpu()
     from reversible.gpu import emulate
     if emulate.compiler() is None:
         pytest.skip("no C++ compiler for the CPU emulation of the CUDA kernels")

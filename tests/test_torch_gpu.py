@@ -20,13 +20,8 @@ os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")    # before CUDA sta
 def _has_cuda_and_cupy():
     if not torch.cuda.is_available():
         return False
-    try:
-        from test_torch import worktree_gpu
-    except ImportError:
-        import reversible.gpu as gpu
-    else:
-        gpu = worktree_gpu()
-    return gpu.has_cuda()
+    from _gpu_import import load_gpu        # this checkout's gpu/ (tests/ is on sys.path)
+    return load_gpu().has_cuda()
 
 
 if not _has_cuda_and_cupy():
