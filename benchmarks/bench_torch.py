@@ -1,7 +1,7 @@
 """PyTorch front end on the CPU: exact hypergradient over plain torch training (issue 12).
 
     python -m benchmarks.bench_torch            # the docs' conv net, T = 60 (about a minute)
-    python -m benchmarks.bench_torch --quick    # T = 10, a smoke test (seconds)
+    python -m benchmarks.bench_torch --quick    # T = 6, a smoke test (seconds)
 
 The model is the conv net of ``docs/pytorch.md`` (Conv2d(1, 8, 3), tanh,
 Linear(288, 10), float64) on the digits, batch 50, per-layer schedules.
@@ -27,8 +27,8 @@ import platform
 import statistics
 import time
 
-FULL = dict(T=60, batch=50, reps=5)
-QUICK = dict(T=10, batch=50, reps=2)
+FULL = dict(T=60, batch=50, reps=5, calls=10)
+QUICK = dict(T=6, batch=50, reps=1, calls=2)
 
 
 def conv_problem(T, batch):
@@ -90,7 +90,7 @@ def hypergradient(rt, method, params0, train_loss, val_loss, alphas, betas, stat
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="T = 10, two repetitions (seconds)")
+    ap.add_argument("--quick", action="store_true", help="T = 6, one repetition (seconds)")
     ap.add_argument("--threads", type=int, default=1, help="torch.set_num_threads (default 1)")
     ap.add_argument("--out", default="results/bench_torch.json")
     args = ap.parse_args(argv)
@@ -132,12 +132,12 @@ def main(argv=None):
     for f in each.values():
         f()
     unit = {name: [] for name in each}
-    for _ in range(max(reps, 3)):
+    for _ in range(reps):
         for name, f in each.items():
             t0 = time.process_time()
-            for _ in range(10):
+            for _ in range(cfg["calls"]):
                 f()
-            unit[name].append((time.process_time() - t0) / 10)
+            unit[name].append((time.process_time() - t0) / cfg["calls"])
     unit = {name: statistics.median(v) for name, v in unit.items()}
 
     res = {
