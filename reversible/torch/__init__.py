@@ -17,7 +17,7 @@ except ImportError as err:  # pragma: no cover - exercised only without torch
     raise ImportError("reversible.torch needs PyTorch: pip install \"reversible-learning[torch]\" "
                       "(or pip install torch)") from err
 
-from .sgd import sgd, unrolled
+from .sgd import sgd
 from .tree import TensorTree
 
-__all__ = ["sgd", "unrolled", "TensorTree"]
+__all__ = ["sgd", "TensorTree"]

@@ -57,7 +57,11 @@ def sgd(train_loss, params0, alphas, betas, meta=None, *, v0=None, method="exact
     ``"double"`` (``torch.autograd.grad`` twice) or ``"auto"`` (the fastest of
     them, timed on the first reverse steps).  With
     ``check_determinism`` the gradient at step 0 is evaluated twice and must
-    agree bit for bit.  ``stats``, if a dict, receives timings and buffer figures.
+    agree bit for bit.  ``stats``, if a dict, receives timings and buffer
+    figures.  ``options`` go to the method (e.g. ``K`` for ``"truncated"``,
+    ``check=False`` to skip the reversal check of ``"exact"``).  On CUDA the
+    engine's error flag is read every ``check_every`` steps; ``gpu_backend``
+    (tests) runs that path on :func:`reversible.gpu.emulate.backend`.
     """
     validate.function(train_loss, "train_loss", " train_loss(params, meta, t) -> scalar tensor")
     stats = validate.stats_dict(stats)
@@ -82,6 +86,9 @@ def sgd(train_loss, params0, alphas, betas, meta=None, *, v0=None, method="exact
                  device=str(device), hvp=hvp)
     derivs = LossDerivatives(train_loss, tree, meta_tree, hvp, stats)
 
+    on_gpu = device.type == "cuda" or gpu_backend is not None
+    m = _method(method, options, on_gpu, meta is not None)
+
     w0_value = w0.detach()
     meta_value = None if meta_flat is None else meta_flat.detach()
     derivs.loss_value(w0_value, meta_value, 0)
@@ -91,32 +98,16 @@ def sgd(train_loss, params0, alphas, betas, meta=None, *, v0=None, method="exact
                                      "the gradient evaluated twice at the same point", 0, device)
 
     if method == "unrolled":
-        _check_options("unrolled", options, [])
         t0 = time.perf_counter()
         w_T = unrolled(derivs, w0, v0_flat, alphas2, betas2, meta_flat, tree.group_index())
         stats["forward_seconds"] = time.perf_counter() - t0
         return tree.unflatten(w_T)
-
-    if device.type == "cuda" or gpu_backend is not None:
+    if on_gpu:
         from .cuda import CudaRun
-        if method != "exact":
-            raise ValueError(f"method {method!r} runs on CPU tensors only; on CUDA use "
-                             "method='exact' (or 'unrolled' for the stored-trajectory reference), "
-                             "or move the model to the CPU")
-        _check_options("exact", options, ["check"])
         run = CudaRun(derivs, w0_value, v0_flat.detach(), schedule, _numpy(betas2),
                       meta_value, frac_bits, tree.group_index(), stats, options.get("check", True),
                       check_every, progress, gpu_backend)
     else:
-        m = methods.get(method)
-        if m.traced:
-            raise ValueError(f"method {method!r} differentiates the training loop with autograd "
-                             "(NumPy); for PyTorch use method='unrolled'")
-        if method in _NEEDS_MIXED_JVP and meta is not None:
-            raise ValueError(f"method {method!r} needs mixed Jacobian-vector products along meta, "
-                             "which reversible.torch does not supply; use method='exact' (or "
-                             "'checkpointed' for a float64 reference)")
-        _check_options(method, options, _option_names(m))
         problem = TorchProblem(None, as_numpy(w0_value), as_numpy(v0_flat.detach()),
                                schedule.alphas, _numpy(betas2),
                                None if meta_value is None else as_numpy(meta_value),
@@ -126,6 +117,27 @@ def sgd(train_loss, params0, alphas, betas, meta=None, *, v0=None, method="exact
         run = CpuRun(m, problem, options, stats)
     w_T = _TrainingRun.apply(run, w0, v0_flat, alphas2, betas2, meta_flat)
     return tree.unflatten(w_T)
+
+
+def _method(name, options, on_gpu, has_meta):
+    """The registered method ``name``, checked to work here with these ``options``."""
+    m = methods.get(name)                           # unknown names: ValueError listing them
+    if name == "unrolled":
+        _check_options(name, options, [])
+        return m
+    if on_gpu and name != "exact":
+        raise ValueError(f"method {name!r} runs on CPU tensors only; on CUDA use method='exact' "
+                         "(or 'unrolled' for the stored-trajectory reference), or move the model "
+                         "to the CPU")
+    if m.traced:
+        raise ValueError(f"method {name!r} differentiates the training loop with autograd "
+                         "(NumPy); for PyTorch use method='unrolled'")
+    if name in _NEEDS_MIXED_JVP and has_meta:
+        raise ValueError(f"method {name!r} needs mixed Jacobian-vector products along meta, "
+                         "which reversible.torch does not supply; use method='exact' (or "
+                         "'checkpointed' for a float64 reference)")
+    _check_options(name, options, ["check"] if on_gpu else _option_names(m))
+    return m
 
 
 class CpuRun:
@@ -158,7 +170,9 @@ class _TrainingRun(torch.autograd.Function):
     @staticmethod
     def forward(ctx, run, w0, v0, alphas, betas, meta):
         ctx.run = run
-        ctx.like = (w0, v0, alphas, betas, meta)
+        # shape, dtype and device of each input, for its cotangent (the tensors are not kept)
+        ctx.like = [None if x is None else (x.shape, x.dtype, x.device)
+                    for x in (w0, v0, alphas, betas, meta)]
         return run.forward()
 
     @staticmethod
@@ -179,9 +193,9 @@ class _TrainingRun(torch.autograd.Function):
             if not need or x is None:
                 out.append(None)
             elif c is None:
-                out.append(torch.zeros_like(x))
+                out.append(torch.zeros(x[0], dtype=x[1], device=x[2]))
             else:
-                out.append(c.reshape(x.shape).to(device=x.device, dtype=x.dtype))
+                out.append(c.reshape(x[0]).to(device=x[2], dtype=x[1]))
         return tuple(out)
 
 
