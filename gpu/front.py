@@ -20,7 +20,8 @@ import numpy as np
 
 from reversible import inputs, validate
 from reversible.buffer import BETA_ONE, quantize_beta
-from reversible.errors import NonFiniteError, ReversibilityError
+from reversible.errors import (BufferUnderflowError, FixedPointOverflowError, NonFiniteError,
+                               ReversibilityError)
 from reversible.fixedpoint import DEFAULT_FRAC_BITS, check_frac_bits
 
 from ._cupy import require_cupy
@@ -138,8 +139,8 @@ class Trained:
                 d_meta = -hm if d_meta is None else d_meta - hm
             u, w = eng.reverse_step(t, g, hw)
             if t % self._check_every == 0:
-                eng.check()
-        eng.check()
+                _check_reverse(eng)
+        _check_reverse(eng)
         exact = eng.is_back()
         self.stats.update(reverse_seconds=time.perf_counter() - t0, reversed_exactly=exact)
         if check and not exact:
@@ -155,15 +156,31 @@ class Trained:
         return self.hypergradient(dw, dv, **kw)
 
 
+NOT_DETERMINISTIC = ("The gradient must be a deterministic function of (w, meta, t): draw "
+                     "minibatches from the step index t, and avoid non-deterministic reductions "
+                     "(atomics) in the gradient")
+
+
 def not_reversed_message(eng):
     """The error of a GPU reverse pass that did not land on its starting point (as on the CPU)."""
     cp = eng.cp
     dw_bits = int(cp.count_nonzero(eng.W != eng.W0))
     dv_bits = int(cp.count_nonzero(eng.V != eng.V0))
     return (f"the reverse pass did not return to the starting point bit for bit on the GPU: "
-            f"{dw_bits} weights and {dv_bits} velocities differ. The gradient must be a "
-            "deterministic function of (w, meta, t): draw minibatches from the step index t, and "
-            "avoid non-deterministic reductions (atomics) in the gradient")
+            f"{dw_bits} weights and {dv_bits} velocities differ. " + NOT_DETERMINISTIC)
+
+
+def _check_reverse(eng):
+    """Device errors of a reverse pass: an empty buffer or an overflow mean it diverged."""
+    try:
+        eng.check()
+    except BufferUnderflowError as err:
+        raise BufferUnderflowError(f"reverse pass diverged from the forward trajectory: {err}. "
+                                   + NOT_DETERMINISTIC) from err
+    except FixedPointOverflowError as err:
+        raise ReversibilityError(f"reverse pass diverged from the forward trajectory (a value left "
+                                 f"the fixed-point range it stayed in going forward: {err}). "
+                                 + NOT_DETERMINISTIC) from err
 
 
 def _steps(iterable, total, enabled, desc):
