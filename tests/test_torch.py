@@ -394,6 +394,14 @@ def test_overflow_is_named_with_its_step():
         rt.sgd(steep, W0, torch.full((40,), 1.0), torch.full((40,), 0.5))
 
 
+def test_without_torch_the_subpackage_says_how_to_install_it():
+    code = ("import sys; sys.modules['torch'] = None\n"
+            "try:\n    import reversible.torch\nexcept ImportError as err:\n    print(err)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=str(__import__("pathlib").Path(__file__).resolve().parents[1]))
+    assert 'pip install "reversible-learning[torch]"' in out.stdout, out.stderr
+
+
 def test_importing_reversible_does_not_import_torch():
     code = ("import sys, reversible, reversible.methods, reversible.gpu; "
             "assert 'torch' not in sys.modules, 'torch imported'; print('ok')")
