@@ -230,3 +230,63 @@ def test_perturbing_meta_without_meta_is_loud():
     with pytest.raises(ValueError, match="has no meta"):
         reversible.sgd(lambda w, m, t: anp.sum(w ** 2), W0, ALPHAS, BETAS, method="es",
                        sigma={"meta": 0.1}, particles=4)
+
+
+# ------------------------------------------------------------------ online (reversible.online)
+def _online_problem():
+    a, c = np.array([1.0, 2.0, 0.5]), np.array([1.0, -1.0, 2.0])
+
+    def train_loss(w, m, t):
+        return 0.5 * anp.sum(a * (w - c) ** 2) + 0.5 * m[0] * anp.sum(w ** 2)
+
+    def val_loss(w, t):
+        return 0.5 * anp.sum((w - c - 0.3) ** 2)
+
+    def exact(steps, u_meta, log_lr, beta):
+        """d val_loss(w_steps) / d (log meta, log lr), autograd through the plain loop."""
+        def f(u):
+            w, v = np.zeros(3), np.zeros(3)
+            for t in range(steps):
+                g = a * (w - c) + anp.exp(u[0]) * w
+                v = beta * v - (1 - beta) * g
+                w = w + anp.exp(u[1]) * v
+            return val_loss(w, steps - 1)
+        return grad(f)(np.array([u_meta, log_lr]))
+
+    return train_loss, val_loss, exact
+
+
+def _online_h(est, steps, K):
+    from reversible.online import train_online
+    tl, vl, _ = _online_problem()
+    r = train_online(tl, vl, np.zeros(3), np.array([0.5]), steps, est, lr=0.2, beta=0.5,
+                     hyper_lr=0.0, transform="exp", tune_lr=True, record_every=1)
+    return r.history["h"][K - 1], r.history["h"][steps - 1]
+
+
+def _small_sigma_bound(g, n):
+    """Antithetic ES at small sigma: coordinate j has variance (|g|^2 + g_j^2) / n."""
+    return critical(g.size) * np.sqrt((g @ g + g ** 2) / n)
+
+
+def test_online_pes_is_unbiased_across_truncations_and_truncated_es_is_not():
+    from reversible.online import PersistentES, TruncatedES
+    K, particles = 3, 2000
+    _, _, exact = _online_problem()
+    beta = float(reversible.effective_beta(0.5))
+    g_full = exact(2 * K, np.log(0.5), np.log(0.2), beta)
+    h1, h2 = _online_h(PersistentES(K, 1e-4, particles, seed=1), 2 * K, K)
+    t1, t2 = _online_h(TruncatedES(K, 1e-4, particles, seed=1), 2 * K, K)
+    np.testing.assert_array_equal(h1, t1)                # the first truncation is shared
+    assert np.all(np.abs(h2 - g_full) < _small_sigma_bound(g_full, particles // 2))
+    # truncated ES misses the first truncation's effect: it fails the test PES passes
+    assert np.max(np.abs(t2 - g_full) / _small_sigma_bound(g_full, particles // 2)) > 1
+
+
+@pytest.mark.parametrize("kw,message", [({"K": 0}, "K >= 1"), ({"sigma": 0.0}, "positive"),
+                                        ({"particles": 3}, "even"), ({"seed": -1}, "seed")])
+def test_online_es_options_are_loud(kw, message):
+    from reversible.online import PersistentES
+    args = dict({"K": 2, "sigma": 0.1, "particles": 4}, **kw)
+    with pytest.raises(ValueError, match=message):
+        PersistentES(**args)
