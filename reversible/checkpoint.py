@@ -23,7 +23,7 @@ import os
 
 import numpy as np
 
-from .buffer import BETA_ONE, InfoBuffer
+from .buffer import BETA_ONE, WORD_DTYPE, InfoBuffer
 from .errors import CheckpointError
 from .fixedpoint import DEFAULT_FRAC_BITS, check_frac_bits
 from .trajectory import Schedule, TrainState
@@ -35,7 +35,7 @@ VERSION = 1
 _ARRAYS = {
     "W": np.int64, "V": np.int64, "W0": np.int64, "V0": np.int64,
     "frac_bits": np.int64,
-    "head": np.uint64, "ptr": np.int64, "tail": np.uint32,
+    "head": np.uint64, "ptr": np.int64, "tail": WORD_DTYPE,
     "alphas": np.float64, "n": np.int64, "group_index": np.int64,
     "stats_json": np.str_, "layout_json": np.str_, "meta": np.float64,
     "format": np.str_, "version": np.int64,
