@@ -99,11 +99,11 @@ class Task:
             from reversible.structure import Structure
             s = Structure(self.w0, "w0")
             self._structure = s
-            loss = lambda w, m, t: self.train_loss(s.unflatten(w), None, t)
             G = s.num_groups
-            self._problem = Problem(loss, np.asarray(s.flatten(self.w0), float), np.zeros(s.size),
-                                    np.zeros((self.T, G)), np.tile(self.betas[:, None], (1, G)),
-                                    None, s.group_index(), DEFAULT_FRAC_BITS)
+            self._problem = Problem.from_containers(
+                self.train_loss, s, None, w0=np.asarray(s.flatten(self.w0), float),
+                v0=np.zeros(s.size), alphas=np.zeros((self.T, G)),
+                betas=np.tile(self.betas[:, None], (1, G)), meta=None, frac_bits=DEFAULT_FRAC_BITS)
         return self._problem
 
     def train_stack(self, alphas_rows, W=None, V=None, start=0, stop=None):

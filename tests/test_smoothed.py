@@ -82,22 +82,23 @@ def loss(w, m, t):
 
 
 def objective(h, spec):
-    w = reversible.sgd(loss, W0, h["alphas"], np.full(T, 0.5), h["meta"], **method_kwargs(spec))
+    w = reversible.sgd(loss, W0, anp.exp(h["log_alphas"]), np.full(T, 0.5), h["meta"],
+                       **method_kwargs(spec))
     return anp.sum(w ** 2)
 
 
 def test_compare_grades_against_the_smoothed_reference():
-    h = {"alphas": np.full(T, 0.5), "meta": np.array([0.2])}
+    h = {"log_alphas": np.full(T, np.log(0.5)), "meta": np.array([0.2])}
     spec = "smoothed:sigma=0.4:samples=8:seed=2:base=unrolled"
     table = reversible.compare(objective, h, ["unrolled", spec], reference=spec, memory=False)
     assert table.reference == spec
     assert table.row(spec)["cosine"] == pytest.approx(1.0)
     direct = smoothed_gradient(grad(lambda x: objective(x, "unrolled")), h, 0.4, samples=8, seed=2)
-    assert set(table.meta["reference_standard_error"]) == {"alphas", "meta"}
+    assert set(table.meta["reference_standard_error"]) == {"log_alphas", "meta"}
     np.testing.assert_allclose(table.meta["reference_standard_error"]["meta"],
                                direct.standard_error["meta"])
     exact = grad(lambda x: objective(x, "unrolled"))(h)
-    flat = lambda d: np.concatenate([np.ravel(d[k]) for k in ("alphas", "meta")])
+    flat = lambda d: np.concatenate([np.ravel(d[k]) for k in ("log_alphas", "meta")])
     expected = grade(flat(exact), flat(direct.mean))
     assert table.row("unrolled")["cosine"] == pytest.approx(expected["cosine"], rel=1e-9)
     assert table.row("unrolled")["norm_ratio"] == pytest.approx(expected["norm_ratio"], rel=1e-9)
