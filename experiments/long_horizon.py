@@ -130,3 +130,19 @@ def main(argv=None):
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def tables(meta):
+    """Markdown tables for docs/long-horizons.md: ``{"long_horizon": text}``."""
+    lines = ["| T | exact s | exact peak MiB | buffer MiB | unrolled s | unrolled peak MiB "
+             "(measured / projected) | stored (w, v) MiB | \\|df/dlog alpha\\| | \\|df/dalphas\\| |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    fmt = lambda x: "-" if x is None or x != x else f"{x:.3g}"
+    for r in meta["rows"]:
+        measured = r.get("unrolled_peak_mb")
+        mem = fmt(measured) if measured is not None else f"({fmt(r.get('unrolled_projected_mb'))})"
+        lines.append(f"| {r['T']} | {fmt(r['seconds'])} | {fmt(r['peak_mb'])} | "
+                     f"{fmt(r['buffer_mb'])} | {fmt(r.get('unrolled_seconds'))} | {mem} | "
+                     f"{fmt(r['stored_trajectory_mb'])} | {fmt(r['norm_log_alpha'])} | "
+                     f"{fmt(r['norm_alphas'])} |")
+    return {NAME: "\n".join(lines)}

@@ -365,3 +365,15 @@ def main(argv=None):
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def tables(meta):
+    """Markdown tables for docs/long-horizons.md: ``{"pes_schedule": text}``."""
+    lines = ["| T | estimator | cos vs exact | norm ratio vs exact | cos vs smoothed | "
+             "norm ratio vs smoothed | seconds | peak MiB |", "|---|---|---|---|---|---|---|---|"]
+    for r in meta["table"]:
+        peak = "-" if r.get("peak_mb") is None else f"{r['peak_mb']:.3g}"
+        lines.append(f"| {r['T']} | {r['estimator']} | {r['vs_exact']['cosine']:+.3f} | "
+                     f"{r['vs_exact']['norm_ratio']:.3g} | {r['vs_smoothed']['cosine']:+.3f} | "
+                     f"{r['vs_smoothed']['norm_ratio']:.3g} | {r['seconds']:.3g} | {peak} |")
+    return {NAME: "\n".join(lines)}
