@@ -146,3 +146,25 @@ def tables(meta):
                      f"{fmt(r['stored_trajectory_mb'])} | {fmt(r['norm_log_alpha'])} | "
                      f"{fmt(r['norm_alphas'])} |")
     return {NAME: "\n".join(lines)}
+
+
+def update_doc(doc_path, results_dir):
+    """Fill the ``<!-- table: NAME -->`` blocks of ``doc_path`` from both experiments' results."""
+    import pathlib
+    import re
+
+    from experiments import long_horizon, pes_schedule
+    from experiments.common import load_results
+    text = pathlib.Path(doc_path).read_text()
+    for module in (pes_schedule, long_horizon):
+        try:
+            meta, _ = load_results(results_dir, module.NAME)
+        except FileNotFoundError:
+            continue
+        for name, table in module.tables(meta).items():
+            pattern = re.compile(rf"(<!-- table: {name} -->\n).*?(<!-- end table -->)", re.S)
+            if not pattern.search(text):
+                raise ValueError(f"{doc_path} has no '<!-- table: {name} -->' block")
+            text = pattern.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text)
+    pathlib.Path(doc_path).write_text(text)
+    return doc_path

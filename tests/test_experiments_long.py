@@ -35,3 +35,19 @@ def test_long_horizon_quick(tmp_path):
         assert r["norm_alphas"] > 0 and r["peak_mb"] > 0
     paths = importlib.import_module("figures.long_horizon").plot(tmp_path, tmp_path)
     assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_doc_tables_are_filled_from_results(tmp_path):
+    import shutil
+
+    from experiments.long_horizon import update_doc
+    from experiments.common import save_results
+    rows = [{"T": 10, "seconds": 1.0, "peak_mb": 2.0, "buffer_mb": 0.5, "norm_log_alpha": 3.0,
+             "norm_alphas": 4.0, "stored_trajectory_mb": 5.0}]
+    save_results(tmp_path, "long_horizon", {"rows": rows})
+    doc = tmp_path / "doc.md"
+    shutil.copy("docs/long-horizons.md", doc)
+    update_doc(doc, tmp_path)
+    text = doc.read_text()
+    assert "| 10 | 1 | 2 | 0.5 | - | (-) | 5 | 3 | 4 |" in text
+    assert text.count("<!-- end table -->") == 2

@@ -27,7 +27,10 @@ Which hyperparameters are perturbed (``perturb``):
 
 ``sigma`` is the smoothing scale in the hyperparameters' own units: one
 float for every perturbed kind, or a dict ``{kind: sigma}`` (its keys then
-name the perturbed kinds).  After the backward pass, ``stats`` holds
+name the perturbed kinds).  Perturbed step sizes are used as drawn, even
+negative ones (the float training map is defined there); to smooth in
+log step size, parameterise ``alphas = exp(log_alpha)`` outside ``sgd`` and
+use :mod:`reversible.smoothed`.  After the backward pass, ``stats`` holds
 ``standard_error`` (per kind, the estimator's own standard error from the
 spread over pairs) and the options used.
 
