@@ -107,21 +107,21 @@ def run(args):
 
 def add_arguments(p):
     p.add_argument("--T", type=int, nargs="+", default=None,
-                   help="horizons (default 100 1000 10000; --quick 10 30 100)")
+                   help="horizons (default 100 1000 10000; --quick 10 20 40)")
     p.add_argument("--hidden", type=int, nargs="*", default=None, help="default 50; --quick 16")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--n-val", type=int, default=None, help="default 2000; --quick 300")
     p.add_argument("--alpha", type=float, default=0.3, help="constant learning rate")
     p.add_argument("--beta", type=float, default=0.9, help="momentum")
     p.add_argument("--unrolled-max", type=int, default=None,
-                   help="largest T measured with method='unrolled' (default 1000; --quick 100)")
+                   help="largest T measured with method='unrolled' (default 1000; --quick 40)")
 
 
 def main(argv=None):
     args = parse_experiment_args(NAME, __doc__, add_arguments, argv)
     q = args.quick
-    for k, v in {"T": [10, 30, 100] if q else [100, 1000, 10000], "hidden": [16] if q else [50],
-                 "n_val": 300 if q else 2000, "unrolled_max": 100 if q else 1000}.items():
+    for k, v in {"T": [10, 20, 40] if q else [100, 1000, 10000], "hidden": [16] if q else [50],
+                 "n_val": 300 if q else 2000, "unrolled_max": 40 if q else 1000}.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
     run(args)

@@ -277,25 +277,25 @@ def trajectories(args, data, T):
 
 def add_arguments(p):
     p.add_argument("--T", type=int, nargs="+", default=None,
-                   help="horizons of the graded table (default 100 1000 5000; --quick 10 30)")
+                   help="horizons of the graded table (default 100 1000 5000; --quick 8 24)")
     p.add_argument("--surface-T", type=int, default=None, help="horizon of the surface and "
-                   "trajectories (default 1000; --quick 40)")
+                   "trajectories (default 1000; --quick 12)")
     p.add_argument("--hidden", type=int, nargs="*", default=None,
-                   help="hidden layer sizes (default 50; --quick 16)")
+                   help="hidden layer sizes (default 50; --quick 8)")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--n-val", type=int, default=None, help="validation examples (default 2000; "
                    "--quick 300)")
     p.add_argument("--sigma", type=float, default=0.1, help="ES / PES / smoothing scale on theta")
     p.add_argument("--particles", type=int, default=None, help="ES / PES particles "
-                   "(default 100; --quick 8)")
+                   "(default 100; --quick 4)")
     p.add_argument("--smoothed-samples", type=int, default=None,
                    help="exact hypergradients averaged by the smoothed reference (default 16; "
-                   "--quick 4)")
+                   "--quick 2)")
     p.add_argument("--pes-K", type=int, default=10, help="PES truncation length")
     p.add_argument("--grid", type=int, default=None, help="surface grid per axis (default 25; "
-                   "--quick 5)")
+                   "--quick 3)")
     p.add_argument("--field", type=int, default=None, help="exact-hypergradient grid per axis "
-                   "(default 7; --quick 3)")
+                   "(default 7; --quick 2)")
     p.add_argument("--grid-log-lr", type=float, nargs=2, default=(-7.0, 1.0))
     p.add_argument("--grid-log-decay", type=float, nargs=2, default=(-3.0, 5.0))
     p.add_argument("--meta-steps", type=int, default=None, help="Adam steps per trajectory "
@@ -307,10 +307,10 @@ def add_arguments(p):
 
 def resolve(args):
     q = args.quick
-    defaults = {"T": [10, 30] if q else [100, 1000, 5000], "surface_T": 20 if q else 1000,
+    defaults = {"T": [8, 24] if q else [100, 1000, 5000], "surface_T": 12 if q else 1000,
                 "hidden": [8] if q else [50], "n_val": 300 if q else 2000,
                 "particles": 4 if q else 100, "smoothed_samples": 2 if q else 16,
-                "grid": 4 if q else 25, "field": 2 if q else 7, "meta_steps": 2 if q else 30}
+                "grid": 3 if q else 25, "field": 2 if q else 7, "meta_steps": 2 if q else 30}
     for k, v in defaults.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
