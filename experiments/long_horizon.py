@@ -61,11 +61,8 @@ def build(args, data):
 
 
 def run(args):
-    from reversible.data import load_dataset
-    if args.quick or args.mnist_dir is None:
-        data, source = load_dataset("digits"), "bundled digits"
-    else:
-        data, source = load_dataset("mnist", mnist_dir=args.mnist_dir), str(args.mnist_dir)
+    from experiments.pes_schedule import load_data
+    data, source = load_data(args)
     objective, N, sizes = build(args, data)
     la = float(np.log(args.alpha))
     objective(la, np.ones(2), 2, "exact")                      # warm-up (imports, JIT)

@@ -318,18 +318,16 @@ def resolve(args):
 
 
 def load_data(args):
-    from reversible.data import load_dataset
+    """MNIST from ``--mnist-dir`` or, by default, the user data folder (``reversible data
+    download mnist``); with neither, or with ``--quick``, the bundled digits."""
+    from reversible import data as rdata
     mnist_dir = args.mnist_dir
     if mnist_dir is None and not args.quick:
-        from reversible import data as rdata
-        default = getattr(rdata, "default_data_dir", None)      # added by the data helpers
-        if default is not None:
-            mnist_dir = default()
-    if mnist_dir is not None and not args.quick:
-        return load_dataset("mnist", mnist_dir=mnist_dir, n=None), str(mnist_dir)
-    if mnist_dir is not None:
-        return load_dataset("mnist", mnist_dir=mnist_dir, n=2000), str(mnist_dir)
-    return load_dataset("digits"), "bundled digits"
+        mnist_dir = rdata.downloaded("mnist")
+    if mnist_dir is None:
+        return rdata.load_dataset("digits"), "bundled digits"
+    n = 2000 if args.quick else None
+    return rdata.load_dataset("mnist", mnist_dir=mnist_dir, n=n), str(mnist_dir)
 
 
 def run(args):
