@@ -240,22 +240,25 @@ def surface_and_field(args, data, T):
     fa = np.linspace(*args.grid_log_lr, args.field)
     fd = np.linspace(*args.grid_log_decay, args.field)
     field = np.full((args.field, args.field, 2), np.nan)
-    for j, y in enumerate(fd):
-        for i, x in enumerate(fa):
-            try:
-                with np.errstate(all="ignore"):
-                    g = task.gradient(np.array([x, y]), "exact")
-                field[j, i] = g if np.all(np.isfinite(g)) else np.nan
-            except Exception:                 # divergence at this point: left NaN, counted
-                pass
+    from tqdm.auto import tqdm
+    points = [(j, i, y, x) for j, y in enumerate(fd) for i, x in enumerate(fa)]
+    from reversible.errors import ReversibleError
+    for j, i, y, x in tqdm(points, desc="exact hypergradient field", disable=args.quick):
+        try:
+            with np.errstate(all="ignore"):
+                g = task.gradient(np.array([x, y]), "exact")
+            field[j, i] = g if np.all(np.isfinite(g)) else np.nan
+        except (ReversibleError, FloatingPointError, OverflowError):
+            pass                  # training diverges at this point: left NaN, counted in the JSON
     return {"log_lr": a, "log_decay": d, "loss": loss, "field_log_lr": fa,
             "field_log_decay": fd, "field": field}
 
 
 def trajectories(args, data, T):
     task = Task(data, T, args.hidden, args.batch_size, args.n_val, args.seed)
+    from tqdm.auto import tqdm
     out = {}
-    for name, fn in estimators(args).items():
+    for name, fn in tqdm(list(estimators(args).items()), desc="trajectories", disable=args.quick):
         theta = np.array(THETA0)
         m, v = np.zeros(2), np.zeros(2)
         path, losses = [theta.copy()], []
