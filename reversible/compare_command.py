@@ -95,7 +95,8 @@ def _json_default(x):
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
-def _series(results, label, key):
+def method_curve(results, label, key):
+    """One method's ``key`` at every horizon (NaN where it failed)."""
     out = []
     for r in results:
         row = next((x for x in r["rows"] if x["method"] == label), {})
@@ -109,8 +110,8 @@ def coinciding_groups(results, labels, rtol=1e-6):
     grouped so the figure draws them once with a shared label."""
     groups = []
     for label in labels:
-        curve = np.concatenate([_series(results, label, "cosine"),
-                                _series(results, label, "norm_ratio")])
+        curve = np.concatenate([method_curve(results, label, "cosine"),
+                                method_curve(results, label, "norm_ratio")])
         for group in groups:
             if np.allclose(curve, group[1], rtol=rtol, atol=1e-9, equal_nan=True):
                 group[0].append(label)
@@ -137,8 +138,8 @@ def plot_horizons(results, path):
     floor = 1e-16
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for i, group in enumerate(groups):
-        cos = _series(results, group[0], "cosine")
-        ratio = _series(results, group[0], "norm_ratio")
+        cos = method_curve(results, group[0], "cosine")
+        ratio = method_curve(results, group[0], "norm_ratio")
         label = " = ".join(group)
         style = dict(marker=markers[i % len(markers)], color=colors[i], lw=1.4, ms=6,
                      mfc="none" if i % 2 else colors[i], label=label)
