@@ -89,6 +89,19 @@ def duration_note(text):
     return f"Expected duration with the defaults: {text} (measured on 2 busy CPU cores)."
 
 
+def check_output_directory(parser, out):
+    """Create ``out`` now (not after the work) or stop with a usage error naming ``--out``."""
+    import os
+    if os.path.exists(out) and not os.path.isdir(out):
+        parser.error(f"argument --out: {out!r} exists and is not a directory")
+    try:
+        os.makedirs(out, exist_ok=True)
+    except OSError as err:
+        parser.error(f"argument --out: cannot create directory {out!r} ({err.strerror or err})")
+    if not os.access(out, os.W_OK | os.X_OK):
+        parser.error(f"argument --out: directory {out!r} is not writable")
+
+
 def warm_up_kernels(fallback=None):
     """Compile the exact kernel before anything is timed; returns the seconds it took.
 
@@ -128,7 +141,11 @@ def main_download(args):
               "(see docs/data.md)", file=sys.stderr)
         return 1
     kwargs = {} if args.dir is None else {"directory": args.dir}
-    path = download(args.name, **kwargs)
+    try:
+        path = download(args.name, **kwargs)
+    except (OSError, ValueError) as err:       # offline, bad checksum, unwritable directory
+        print(f"reversible download {args.name}: {type(err).__name__}: {err}", file=sys.stderr)
+        return 1
     print(f"{args.name}: ready in {path}")
     return 0
 
@@ -148,17 +165,17 @@ def build_parser():
         description = help_text + (". " + duration_note(duration) if duration else "")
         p = sub.add_parser(name, help=help_text, description=description)
         add(p)
-        p.set_defaults(_main=run, _parser=p)
+        p.set_defaults(command_main=run, command_parser=p)
     return parser
 
 
 def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
-    if not getattr(args, "_main", None):
+    if not getattr(args, "command_main", None):
         parser.print_help()
         return 2
-    return args._main(args) or 0
+    return args.command_main(args) or 0
 
 
 if __name__ == "__main__":

@@ -11,7 +11,8 @@ import os
 
 import numpy as np
 
-from .cli import method_spec, nonnegative_int, positive_int, warm_up_kernels
+from .cli import (check_output_directory, method_spec, nonnegative_int, positive_int,
+                  warm_up_kernels)
 from .grading import DEFAULT_METHODS, compare
 from .models import MLPClassifierProblem
 
@@ -47,13 +48,12 @@ def add_arguments(parser):
 def check_arguments(args):
     """Cross-argument checks argparse cannot express: a usage error (exit 2) names the problem."""
     if args.n_train >= DIGITS:
-        args._parser.error(f"argument --n-train: must leave validation examples out of the "
+        args.command_parser.error(f"argument --n-train: must leave validation examples out of the "
                            f"{DIGITS} digits (at most {DIGITS - 1}); got {args.n_train}")
     if args.batch_size > args.n_train:
-        args._parser.error(f"argument --batch-size: must be at most --n-train ({args.n_train}); "
+        args.command_parser.error(f"argument --batch-size: must be at most --n-train ({args.n_train}); "
                            f"got {args.batch_size}")
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        args._parser.error(f"argument --out: {args.out!r} exists and is not a directory")
+    check_output_directory(args.command_parser, args.out)
 
 
 def main(args):
@@ -61,7 +61,6 @@ def main(args):
 
     check_arguments(args)
     Ts = args.T or ([10, 30] if args.quick else [30, 100, 300])
-    os.makedirs(args.out, exist_ok=True)
     warm_problem = MLPClassifierProblem.on_digits(2, n_train=args.n_train, seed=args.seed,
                                                   hidden=tuple(args.hidden), batch_size=args.batch_size)
     warm_up_kernels(fallback=lambda: warm_problem.objective(warm_problem.hypers0()))

@@ -14,7 +14,8 @@ import time
 import numpy as onp
 from autograd import grad
 
-from .cli import int_list, nonnegative_int, positive_float, positive_int, warm_up_kernels
+from .cli import (check_output_directory, int_list, nonnegative_int, positive_float, positive_int,
+                  warm_up_kernels)
 from .meta import optimize
 from .models import MLPClassifierProblem
 
@@ -44,13 +45,12 @@ def check_arguments(args):
     """Checks argparse cannot express alone: a usage error (exit 2) names the option."""
     layers = args.layers
     if len(layers) < 2 or layers[0] != PIXELS or layers[-1] != CLASSES:
-        args._parser.error(f"argument --layers: must start with {PIXELS} (pixels of a digit) and end "
+        args.command_parser.error(f"argument --layers: must start with {PIXELS} (pixels of a digit) and end "
                            f"with {CLASSES} (classes), e.g. 64,32,10; got {','.join(map(str, layers))}")
     if args.batch > N_TRAIN:
-        args._parser.error(f"argument --batch: must be at most {N_TRAIN} (the training examples); "
+        args.command_parser.error(f"argument --batch: must be at most {N_TRAIN} (the training examples); "
                            f"got {args.batch}")
-    if os.path.exists(args.out) and not os.path.isdir(args.out):
-        args._parser.error(f"argument --out: {args.out!r} exists and is not a directory")
+    check_output_directory(args.command_parser, args.out)
 
 
 def build_problem(layers, T, batch, seed):
@@ -77,7 +77,6 @@ def main(args):
     if args.quick:
         args.T, args.meta_steps, args.layers = min(args.T, 20), min(args.meta_steps, 3), [64, 16, 10]
     layers = args.layers
-    os.makedirs(args.out, exist_ok=True)
     p, h0 = build_problem(layers, args.T, args.batch, args.seed)
     warm_objective, warm_hypers = p.warmup_pair()
     print(f"MLP {layers} on the bundled digits: {p.N} weights in {p.G} groups, "
