@@ -17,7 +17,7 @@ def quick_results(tmp_path_factory):
 
 def test_chaos_quick_results_are_finite_and_well_formed(quick_results):
     meta, arr = common.load_results(quick_results, "chaos")
-    assert meta["reversed_exactly"] and meta["failed_points"] == 0
+    assert meta["reversed_exactly"] is True and meta["failed_points"] == 0
     assert arr["log_alpha"].shape == arr["loss"].shape == arr["grad"].shape == (meta["points"],)
     assert np.all(np.isfinite(arr["loss"])) and np.all(np.isfinite(arr["grad"]))
     assert arr["T_loss"].shape == arr["T_grad"].shape == (len(meta["Ts"]), meta["T_points"])
@@ -33,7 +33,7 @@ def test_chaos_hypergradient_matches_finite_difference():
     h = 1e-4
     up = chaos.run_point(dict(p, log_alpha=p["log_alpha"] + h), data_args)["loss"]
     dn = chaos.run_point(dict(p, log_alpha=p["log_alpha"] - h), data_args)["loss"]
-    assert r["status"] == "ok" and r["reversed_exactly"]
+    assert r["status"] == "ok" and r["reversed_exactly"] is True
     assert r["grad"] == pytest.approx((up - dn) / (2 * h), rel=1e-4)
 
 
