@@ -13,7 +13,7 @@ import numpy as np
 
 from .cli import (check_output_directory, method_spec, nonnegative_int, positive_int,
                   warm_up_kernels)
-from .grading import DEFAULT_METHODS, compare
+from .grading import DEFAULT_METHODS, coinciding_groups, compare
 from .models import MLPClassifierProblem
 
 #: measured with ``time reversible compare`` (and ``--quick``) on the project's machine
@@ -104,22 +104,6 @@ def method_curve(results, label, key):
     return np.array(out)
 
 
-def coinciding_groups(results, labels, rtol=1e-6):
-    """Methods whose curves coincide (same cosine and norm ratio at every T, to ``rtol``),
-    grouped so the figure draws them once with a shared label."""
-    groups = []
-    for label in labels:
-        curve = np.concatenate([method_curve(results, label, "cosine"),
-                                method_curve(results, label, "norm_ratio")])
-        for group in groups:
-            if np.allclose(curve, group[1], rtol=rtol, atol=1e-9, equal_nan=True):
-                group[0].append(label)
-                break
-        else:
-            groups.append(([label], curve))
-    return [g[0] for g in groups]
-
-
 def plot_horizons(results, path):
     """``1 - cosine`` and norm ratio against T; methods drawing the same curve share one line."""
     import matplotlib
@@ -129,7 +113,9 @@ def plot_horizons(results, path):
 
     Ts = np.array([r["meta"]["T"] for r in results], dtype=float)
     labels = [row["method"] for row in results[0]["rows"]]
-    groups = coinciding_groups(results, labels)
+    groups = coinciding_groups({label: np.concatenate([method_curve(results, label, "cosine"),
+                                                       method_curve(results, label, "norm_ratio")])
+                                for label in labels})
     markers = "osD^vP*Xh<>p"
     colors = plt.cm.tab10(np.arange(len(groups)) % 10)
     # a small horizontal dodge per group, so markers at equal values stay visible

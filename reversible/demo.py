@@ -131,23 +131,12 @@ def main(args):
     return 0
 
 
-def running_mean(x, window):
-    """Centred running mean along axis 0 (the window shrinks at the ends, no padding bias)."""
-    x = onp.asarray(x, dtype=onp.float64)
-    window = max(1, min(int(window), x.shape[0]))
-    c = onp.concatenate([onp.zeros((1,) + x.shape[1:]), onp.cumsum(x, axis=0)])
-    idx = onp.arange(x.shape[0])
-    lo = onp.clip(idx - window // 2, 0, x.shape[0])
-    hi = onp.clip(idx + (window - window // 2), 0, x.shape[0])
-    shape = (-1,) + (1,) * (x.ndim - 1)
-    return (c[hi] - c[lo]) / (hi - lo).reshape(shape)
-
-
 def plot_schedules(h0, h1, names, path):
     """Learned learning-rate and momentum schedules per group: running mean bold, raw values faint."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from scipy.ndimage import uniform_filter1d
 
     alphas = onp.exp(h1["log_alpha"])
     betas = 1 / (1 + onp.exp(-h1["logit_beta"]))
@@ -158,7 +147,7 @@ def plot_schedules(h0, h1, names, path):
     steps = onp.arange(T)
     for ax, values, initial in ((axes[0], alphas, onp.exp(h0["log_alpha"][:, 0])),
                                 (axes[1], betas, 1 / (1 + onp.exp(-h0["logit_beta"][:, 0])))):
-        smooth = running_mean(values, window)
+        smooth = uniform_filter1d(values, window, axis=0, mode="nearest")
         for g, name in enumerate(names):
             ax.plot(steps, values[:, g], color=colors[g], lw=0.6, alpha=0.25)
             ax.plot(steps, smooth[:, g], color=colors[g], lw=2, label=name)

@@ -277,3 +277,25 @@ def compare(objective, hypers, methods=DEFAULT_METHODS, reference="exact", memor
         rows.append(row)
     return Table(rows, ref_label, {"reference_seconds": ref_s, "jobs": jobs,
                                    "reference_peak_mb": None if ref_peak is None else ref_peak / 2**20})
+
+
+def coinciding_groups(curves, rtol=1e-6, atol=1e-9):
+    """Group labels whose curves coincide: ``{label: values}`` -> ``[[label, ...], ...]``.
+
+    Two curves coincide when every value agrees to ``rtol`` / ``atol`` (NaN
+    with NaN).  Figures draw each group once with a joint label, so methods
+    that compute the same thing (e.g. ``exact`` and ``unrolled``) do not hide
+    each other.  Groups and the labels inside them keep the input order.
+    """
+    groups = []
+    for label, values in curves.items():
+        values = np.asarray(values, dtype=np.float64)
+        for group in groups:
+            if group[1].shape == values.shape and np.allclose(values, group[1], rtol=rtol, atol=atol,
+                                                              equal_nan=True):
+                group[0].append(label)
+                break
+        else:
+            groups.append(([label], values))
+    return [labels for labels, _ in groups]
+

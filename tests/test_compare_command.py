@@ -32,16 +32,6 @@ def _results(curves):
                       for m, c in curves.items()]} for i, T in enumerate(Ts)]
 
 
-def test_methods_with_the_same_curve_are_drawn_once():
-    same = [(1.0, 1.0), (1.0, 1.0), (1.0, 1.0)]
-    results = _results({"exact": same, "unrolled": [(1.0 - 1e-12, 1.0)] * 3,
-                        "drmad": [(0.99, 1.1), (0.98, 1.2), (0.9, 1.5)], "forward": same,
-                        "identity": [(0.0, 1e-3)] * 3})
-    assert compare_command.coinciding_groups(results, ["exact", "unrolled", "drmad", "forward",
-                                                       "identity"]) == [
-        ["exact", "unrolled", "forward"], ["drmad"], ["identity"]]
-
-
 def test_failed_methods_leave_gaps_not_zeros(tmp_path):
     results = _results({"exact": [(1.0, 1.0)] * 3, "cg": [(0.5, 0.1)] * 3})
     results[1]["rows"][1] = {"method": "cg", "error": "ValueError: boom"}

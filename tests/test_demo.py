@@ -1,4 +1,4 @@
-"""The ``reversible demo`` command end to end in quick mode, and its schedule smoothing."""
+"""The ``reversible demo`` command end to end in quick mode, and its problem."""
 
 import json
 
@@ -32,16 +32,3 @@ def test_build_problem_matches_the_documented_starting_point():
     np.testing.assert_allclose(1 / (1 + np.exp(-h0["logit_beta"])), 0.9)
     np.testing.assert_allclose(np.exp(h0["log_init_scale"]), [1 / 8, 0.01, 1 / np.sqrt(8), 0.01])
     assert len(problem.train_data) == demo.N_TRAIN and len(problem.valid) == demo.N_VALID
-
-
-def test_running_mean_is_a_centred_moving_average():
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(40, 3))
-    np.testing.assert_allclose(demo.running_mean(x, 1), x, rtol=0, atol=1e-14)
-    np.testing.assert_allclose(demo.running_mean(np.full((9, 2), 4.0), 5), 4.0)
-    smooth = demo.running_mean(x, 5)
-    for t in range(2, 38):                      # interior: the mean of x[t-2 : t+3]
-        np.testing.assert_allclose(smooth[t], x[t - 2:t + 3].mean(axis=0))
-    np.testing.assert_allclose(smooth[0], x[:3].mean(axis=0))      # the window shrinks at the ends
-    zigzag = np.tile([0.8, 0.95], 20)[:, None]
-    assert np.ptp(demo.running_mean(zigzag, 10)[5:-5]) < 0.1 * np.ptp(zigzag)

@@ -93,3 +93,12 @@ def test_mlp_problem_exact_methods_agree():
     for row in table.rows:
         assert row["error"] is None
         assert row["rel_error"] < 1e-7, row["method"]
+
+
+def test_coinciding_groups_join_equal_curves_in_order():
+    same = [1.0, 1.0, np.nan]
+    groups = C.coinciding_groups({"exact": same, "unrolled": [1.0 - 1e-12, 1.0, np.nan],
+                                  "drmad": [0.99, 0.98, 0.9], "forward": same,
+                                  "identity": [0.0, 1e-3, 0.0], "short": [1.0, 1.0]})
+    assert groups == [["exact", "unrolled", "forward"], ["drmad"], ["identity"], ["short"]]
+    assert C.coinciding_groups({"a": [1.0], "b": [1.1]}, rtol=0.2) == [["a", "b"]]
