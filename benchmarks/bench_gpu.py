@@ -29,16 +29,17 @@ sys.path.insert(0, str(REPO))
 
 import reversible  # noqa: E402
 
-try:
+_found = importlib.util.find_spec("reversible.gpu")
+if _found is not None and pathlib.Path(_found.origin).resolve().parent == REPO / "gpu":
     import reversible.gpu as rgpu
-except ModuleNotFoundError:     # an uninstalled checkout: gpu/ is mapped to reversible.gpu by setup.cfg
+else:   # not installed, or installed from another checkout: load this checkout's gpu/
     _spec = importlib.util.spec_from_file_location(
         "reversible.gpu", REPO / "gpu" / "__init__.py", submodule_search_locations=[str(REPO / "gpu")])
     rgpu = importlib.util.module_from_spec(_spec)
     sys.modules["reversible.gpu"] = rgpu
     _spec.loader.exec_module(rgpu)
 
-from reversible.buffer import quantize_beta  # noqa: E402
+from reversible.buffer import ideal_bits, quantize_beta  # noqa: E402
 from reversible.gpu.engine import BLOCK, FWD_KERNELS, NO_ERROR, Engine, _kernels  # noqa: E402
 from reversible.gpu.mlp import MLP  # noqa: E402
 from reversible.trajectory import Schedule, forward, reverse  # noqa: E402
@@ -165,7 +166,7 @@ def mlp_bench(cp, sizes, batch, T, T_cpu, dtype, reps=3):
                plain_seconds=plain, exact_forward_seconds=fwd, exact_reverse_seconds=rev,
                exact_over_plain=(fwd + rev) / plain, reversed_exactly=stats.get("reversed_exactly"),
                bits_per_element_step=stats["bits_per_element_step"],
-               ideal_bits_per_element_step=float(np.log2(65536 / quantize_beta(0.9))))
+               ideal_bits_per_element_step=float(ideal_bits(quantize_beta(0.9))))
     if T_cpu:
         cnet = mlp_problem(np, sizes, batch, dtype)
         sched = Schedule.build(A[:T_cpu], B[:T_cpu], gi, G)
@@ -198,7 +199,8 @@ def main(argv=None):
     res["plain_step_ms"] = plain
     res["plain_fraction_of_copy_bw"] = 40.0 * N / (plain * 1e-3) / bw
     res["integrator"] = []
-    runs = [(b, None) for b in (0.3, 0.5, 0.9, 0.99, 1.0)] + [(b, "fwd_step") for b in (0.3, 0.9)]
+    runs = ([(b, None) for b in (2.0 ** -20, 0.3, 0.5, 0.9, 0.99, 0.9999, 1.0)]
+            + [(b, "fwd_step") for b in (0.3, 0.9)])
     for beta, kern in runs:
         r = integrator(cp, N, T, beta, bw, fwd_kernel=kern)
         r["forward_over_plain"] = r["forward_ms_per_step"] / plain

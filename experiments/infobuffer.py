@@ -3,7 +3,7 @@
 1. For a range of momenta beta, train logistic regression with
    ``reversible.sgd`` (exact method, then the reverse pass) and record the
    buffer's bits per element per step against the information bound
-   ``log2(1/beta)`` (for the quantised beta ``n / 2**16``: ``log2(2**16 / n)``).
+   ``log2(1/beta)`` (for the quantised beta ``n / 2**32``: ``log2(2**32 / n)``).
 2. For growing T at one beta, record the memory of exact reversal (the final
    fixed-point state plus the buffer as allocated) against storing the whole
    trajectory (``8 * 2 * N * T`` bytes) and against sqrt(T) checkpointing

@@ -1,14 +1,16 @@
 """CUDA C source of the exact momentum kernels (compiled by CuPy at first use).
 
 The integer semantics are those of :mod:`reversible.buffer` and
-:mod:`reversible.kernels`, bit for bit: rANS with total ``2**24`` (fused
-bijection for ``2**15 < n < 2**16``, two steps for ``n <= 2**15``, identity for
-``n == 2**16``), ``to_fixed(x) = rint(x * 2**F)`` with range checks, floor
-division and modulo for negative values, float64 products rounded one at a
-time (``__dmul_rn`` and ``--fmad=false``: no fused multiply-add).
+:mod:`reversible.kernels`, bit for bit: beta = ``n / 2**32``; the multiply
+pops ``u = head mod n``, forms ``X = V n + u`` in 32-bit limbs, keeps
+``floor(X / 2**32)`` and pushes ``X mod 2**32`` into the head, after spilling
+16-bit words while ``head >= n 2**32`` (identity for ``n == 2**32``);
+``to_fixed(x) = rint(x * 2**F)`` with range checks, floor division and modulo
+for negative values, float64 products rounded one at a time (``__dmul_rn`` and
+``--fmad=false``: no fused multiply-add).
 
 Each thread owns its elements' head, pointer and tail column; the tail is a
-dense ``uint32[capacity, N]`` array.  Nothing is synchronised with the host:
+dense ``uint16[capacity, N]`` array.  Nothing is synchronised with the host:
 a failure is recorded in ``flag[0]`` with ``atomicMin`` of a key
 ``seq << 8 | rank << 4 | code`` (earliest operation first, then the check the
 NumPy engine makes first), and the host reads the flag now and then.
@@ -24,15 +26,19 @@ CODE_WSTEP_NONFINITE = 6
 CODE_WSTEP = 7
 CODE_WEIGHTS = 8
 CODE_NONFINITE_HVP = 9
+CODE_UNDO_OVERFLOW = 10
 
 SOURCE = r"""
 typedef long long i64;
 typedef unsigned long long u64;
 typedef unsigned int u32;
+typedef unsigned short u16;
 
-#define HEAD_LOW  (1ULL << 31)
+#define HEAD_LOW  (1ULL << 48)
+#define BETA_ONE  4294967296LL
 #define TWO63     9223372036854775808.0
-#define INV65536  1.52587890625e-05
+#define INV_BETA_ONE 2.3283064365386962890625e-10
+#define MASK32    0xFFFFFFFFULL
 
 __device__ __forceinline__ void report(u64* flag, u64 key, u64 rank, u64 code) {
     atomicMin(flag, key | (rank << 4) | code);
@@ -97,22 +103,25 @@ extern "C" __global__ void divmod_check(const i64* V, const u64* h, const i64* n
     udivmod64_32(h[i], (u64)n[i], hq + i, hr + i);
 }
 
-__device__ __forceinline__ i64 shl16(i64 x) { return (i64)(((u64)x) << 16); }
-
-__device__ __forceinline__ i64 decode(i64 cf, i64 q, i64 rho) {
-    i64 boundary = rho * (q + 1);
-    if (cf < boundary) return (i64)((u32)cf / (u32)(q + 1));
-    return (i64)((u32)(cf - rho) / (u32)(q > 1 ? q : 1));
+/* x = q n + r for x < n 2**32 (so q < 2**32) and 1 <= n < 2**32: a float64 estimate
+   (error far below one) fixed up exactly by the remainder; inv_n = 1.0 / n */
+__device__ __forceinline__ u64 quot32(u64 x, i64 n, double inv_n, i64* r) {
+    u64 q = (u64)__dmul_rn(__ull2double_rn(x), inv_n);
+    i64 rem = (i64)(x - q * (u64)n);
+    if (rem < 0) { q -= 1; rem += n; }
+    else if (rem >= n) { q += 1; rem -= n; }
+    *r = rem;
+    return q;
 }
 
 struct Tail {
-    u32* tail; int* ptr; i64 N; i64 cap; i64 i;   /* ptr is read only on a push or a pop */
+    u16* tail; int* ptr; i64 N; i64 cap; i64 i;   /* ptr is read only on a push or a pop */
 };
 
 __device__ __forceinline__ void push(const Tail& tl, u64 word, bool* cap_err) {
     int p = tl.ptr[tl.i];
     if ((i64)p >= tl.cap) { *cap_err = true; return; }
-    tl.tail[(i64)p * tl.N + tl.i] = (u32)(word & 0xFFFFFFFFULL);
+    tl.tail[(i64)p * tl.N + tl.i] = (u16)(word & 0xFFFFULL);
     tl.ptr[tl.i] = p + 1;
 }
 
@@ -123,99 +132,61 @@ __device__ __forceinline__ u64 pop(const Tail& tl, bool* under) {
     return (u64)tl.tail[(i64)(p - 1) * tl.N + tl.i];
 }
 
-/* V * n / 2**16 by bits-back (n < 2**16); head and pointer updated in place */
-__device__ __forceinline__ i64 bb_multiply(i64 V, i64 n, i64 q, i64 rho, u64* hp,
-                                           const Tail& tl, bool* under, bool* cap_err) {
+/* V n / 2**32 to within one unit (n < 2**32): spill 16-bit words while head >= n 2**32,
+   pop u = head mod n, X = V n + u (limbs: V = Vh 2**32 + Vl), push X mod 2**32 */
+__device__ __forceinline__ i64 bb_multiply(i64 V, i64 n, double inv_n, u64* hp,
+                                           const Tail& tl, bool* cap_err) {
     u64 h = *hp;
-    if (n > 32768) {                                   /* fused bijection */
-        i64 r = V & 0xFFFFLL;
-        i64 cf = ((i64)(h & 0xFFULL) << 16) | r;
-        i64 u = decode(cf, q, rho);
-        i64 f = q + (u < rho ? 1 : 0);
-        i64 c = u * q + (u < rho ? u : rho);
-        h = (u64)f * (h >> 8) + (u64)(cf - c);
-        if (h >= (1ULL << 63)) {
-            push(tl, h, cap_err);
-            h >>= 32;
-        }
-        *hp = h;
-        return (V >> 16) * n + u;
-    }
-    /* two steps: push 16 raw bits, pop a symbol over [0, n) with total 2**24 */
-    if (h >= (1ULL << 47)) {
+    u64 limit = ((u64)n) << 32;
+    if (h >= limit) {
         push(tl, h, cap_err);
-        h >>= 32;
+        h >>= 16;
+        if (h >= limit) {                               /* n < 2**16: a second word */
+            push(tl, h, cap_err);
+            h >>= 16;
+        }
     }
-    h = (h << 16) | (u64)(V & 0xFFFFLL);
-    i64 cf = (i64)(h & 0xFFFFFFULL);
-    i64 u = decode(cf, q, rho);
-    i64 f = q + (u < rho ? 1 : 0);
-    i64 c = u * q + (u < rho ? u : rho);
-    h = (u64)f * (h >> 24) + (u64)(cf - c);
-    if (h < HEAD_LOW) {
-        u64 w = pop(tl, under);
-        h = (h << 32) | w;
-    }
-    *hp = h;
-    return (V >> 16) * n + u;
+    i64 u;
+    u64 q = quot32(h, n, inv_n, &u);
+    u64 P = ((u64)V & MASK32) * (u64)n + (u64)u;      /* < 2**64 */
+    *hp = (q << 32) | (P & MASK32);
+    return (V >> 32) * n + (i64)(P >> 32);
 }
 
-/* exact inverse of bb_multiply */
-__device__ __forceinline__ i64 bb_divide(i64 V, i64 n, i64 q, i64 rho, u64* hp,
-                                         const Tail& tl, bool* under, bool* cap_err) {
+/* exact inverse of bb_multiply; *ovf when the velocity would leave int64 */
+__device__ __forceinline__ i64 bb_divide(i64 V1, i64 n, double inv_n, u64* hp,
+                                         const Tail& tl, bool* under, bool* ovf) {
     u64 h = *hp;
-    i64 qv, u;
-    floordivmod(V, n, &qv, &u);
-    i64 f = q + (u < rho ? 1 : 0);
-    i64 c = u * q + (u < rho ? u : rho);
-    u64 fu = (u64)f;
-    if (n > 32768) {
-        if (h < (fu << 23)) {
-            u64 w = pop(tl, under);
-            h = (h << 32) | w;
-        }
-        u64 hq, hr;
-        udivmod64_32(h, fu, &hq, &hr);
-        i64 cf = c + (i64)hr;
-        h = (hq << 8) + (u64)(cf >> 16);
-        *hp = h;
-        return shl16(qv) + (cf & 0xFFFFLL);
-    }
-    if (h >= (fu << 39)) {
-        push(tl, h, cap_err);
-        h >>= 32;
-    }
-    u64 hq, hr;
-    udivmod64_32(h, fu, &hq, &hr);
-    h = (hq << 24) + (u64)c + hr;
-    i64 r = (i64)(h & 0xFFFFULL);
-    h >>= 16;
+    i64 a, b, u;
+    floordivmod(V1, n, &a, &b);                         /* V1 = a n + b */
+    u64 c = quot32((((u64)b) << 32) | (h & MASK32), n, inv_n, &u);
+    if (a < -(1LL << 31) || a >= (1LL << 31)) *ovf = true;
+    h = (h >> 32) * (u64)n + (u64)u;
     if (h < HEAD_LOW) {
-        u64 w = pop(tl, under);
-        h = (h << 32) | w;
+        h = (h << 16) | pop(tl, under);
+        if (h < HEAD_LOW) h = (h << 16) | pop(tl, under);
     }
     *hp = h;
-    return shl16(qv) + r;
+    return (i64)((((u64)a) << 32) + c);
 }
 
 /* The forward step of element i on values held in registers (loads and stores by the caller):
    V <- n/2**16 V - fix((1 - beta) g);  W <- W + fix(alpha * V). */
 __device__ __forceinline__ void fwd_core(
-    i64 i, i64* Wi, i64* Vi, u64* h, double gi, i64 k, int* ptr, u32* tail,
-    const double* alphas, const i64* ns, const i64* qs, const i64* rhos,
+    i64 i, i64* Wi, i64* Vi, u64* h, double gi, i64 k, int* ptr, u16* tail,
+    const double* alphas, const i64* ns, const double* invs,
     i64 N, i64 cap, double scale, double inv_scale, u64 key, u64* flag)
 {
     i64 n = ns[k];
     i64 V = *Vi;
     if (!isfinite(gi)) report(flag, key, 1, 1);
-    if (n < 65536) {
+    if (n < BETA_ONE) {
         Tail tl = {tail, ptr, N, cap, i};
-        bool under = false, cap_err = false;
-        V = bb_multiply(V, n, qs[k], rhos[k], h, tl, &under, &cap_err);
-        if (under) report(flag, key, 2, 2);
+        bool cap_err = false;
+        V = bb_multiply(V, n, invs[k], h, tl, &cap_err);
         if (cap_err) report(flag, key, 3, 3);
     }
-    double omb = (double)(65536 - n) * INV65536;
+    double omb = (double)(BETA_ONE - n) * INV_BETA_ONE;
     i64 D;
     int e = to_fixed(__dmul_rn(omb, gi), scale, &D);
     if (e == 2) report(flag, key, 4, 4);
@@ -232,8 +203,8 @@ __device__ __forceinline__ void fwd_core(
 
 /* One forward step t, one element per thread; writes float(W) into wf if has_wf. */
 extern "C" __global__ void fwd_step(
-    i64* W, i64* V, u64* head, int* ptr, u32* tail, double* wf,
-    const double* g, const double* alphas, const i64* ns, const i64* qs, const i64* rhos,
+    i64* W, i64* V, u64* head, int* ptr, u16* tail, double* wf,
+    const double* g, const double* alphas, const i64* ns, const double* invs,
     const int* gidx, i64 N, int G, int has_gidx, int has_wf, int t, i64 cap,
     double scale, double inv_scale, u64 key, u64* flag)
 {
@@ -241,9 +212,9 @@ extern "C" __global__ void fwd_step(
     if (i >= N) return;
     i64 k = (i64)t * G + (has_gidx ? gidx[i] : 0);
     i64 Wi = W[i], Vi = V[i];
-    bool buf = ns[k] < 65536;
+    bool buf = ns[k] < BETA_ONE;
     u64 h = buf ? head[i] : 0ULL;
-    fwd_core(i, &Wi, &Vi, &h, g[i], k, ptr, tail, alphas, ns, qs, rhos, N, cap, scale,
+    fwd_core(i, &Wi, &Vi, &h, g[i], k, ptr, tail, alphas, ns, invs, N, cap, scale,
              inv_scale, key, flag);
     W[i] = Wi;
     V[i] = Vi;
@@ -254,8 +225,8 @@ extern "C" __global__ void fwd_step(
 /* The same step, two consecutive elements per thread with 16-byte loads and stores of
    W, V, head and wf (these arrays must be 16-byte aligned; g and gidx may be any views). */
 extern "C" __global__ void fwd_step2(
-    i64* W, i64* V, u64* head, int* ptr, u32* tail, double* wf,
-    const double* g, const double* alphas, const i64* ns, const i64* qs, const i64* rhos,
+    i64* W, i64* V, u64* head, int* ptr, u16* tail, double* wf,
+    const double* g, const double* alphas, const i64* ns, const double* invs,
     const int* gidx, i64 N, int G, int has_gidx, int has_wf, int t, i64 cap,
     double scale, double inv_scale, u64 key, u64* flag)
 {
@@ -264,9 +235,9 @@ extern "C" __global__ void fwd_step2(
     if (i + 1 >= N) {                                   /* odd N: the last element alone */
         i64 k = (i64)t * G + (has_gidx ? gidx[i] : 0);
         i64 Wi = W[i], Vi = V[i];
-        bool buf = ns[k] < 65536;
+        bool buf = ns[k] < BETA_ONE;
         u64 h = buf ? head[i] : 0ULL;
-        fwd_core(i, &Wi, &Vi, &h, g[i], k, ptr, tail, alphas, ns, qs, rhos, N, cap, scale,
+        fwd_core(i, &Wi, &Vi, &h, g[i], k, ptr, tail, alphas, ns, invs, N, cap, scale,
                  inv_scale, key, flag);
         W[i] = Wi; V[i] = Vi;
         if (buf) head[i] = h;
@@ -278,15 +249,15 @@ extern "C" __global__ void fwd_step2(
     longlong2 Wv = *(const longlong2*)(W + i);
     longlong2 Vv = *(const longlong2*)(V + i);
     double g0 = g[i], g1 = g[i + 1];
-    bool buf = ns[k0] < 65536 || ns[k1] < 65536;
+    bool buf = ns[k0] < BETA_ONE || ns[k1] < BETA_ONE;
     ulonglong2 hv;
     hv.x = 0ULL; hv.y = 0ULL;
     if (buf) hv = *(const ulonglong2*)(head + i);
     i64 W0 = Wv.x, W1 = Wv.y, V0 = Vv.x, V1 = Vv.y;
     u64 h0 = hv.x, h1 = hv.y;
-    fwd_core(i, &W0, &V0, &h0, g0, k0, ptr, tail, alphas, ns, qs, rhos, N, cap, scale,
+    fwd_core(i, &W0, &V0, &h0, g0, k0, ptr, tail, alphas, ns, invs, N, cap, scale,
              inv_scale, key, flag);
-    fwd_core(i + 1, &W1, &V1, &h1, g1, k1, ptr, tail, alphas, ns, qs, rhos, N, cap, scale,
+    fwd_core(i + 1, &W1, &V1, &h1, g1, k1, ptr, tail, alphas, ns, invs, N, cap, scale,
              inv_scale, key, flag);
     Wv.x = W0; Wv.y = W1; Vv.x = V0; Vv.y = V1;
     *(longlong2*)(W + i) = Wv;
@@ -306,14 +277,14 @@ __device__ __forceinline__ double warp_sum(double x) {
 
 /* Undo the velocity update of step t_vel (if >= 0), accumulating d_beta[t_vel],
    then the position update of step t_pos (if >= 0), accumulating d_alpha[t_pos]:
-       vel:  V <- (V + fix((1-b) g)) * 2**16/n;  d_beta += dv (v + g);  dw -= Hu;  dv *= b
+       vel:  V <- (V + fix((1-b) g)) * 2**32/n;  d_beta += dv (v + g);  dw -= Hu;  dv *= b
        pos:  d_alpha += dw v;  W <- W - fix(alpha v);  dv += alpha dw;  u = (1-b') dv
    Each block owns a contiguous range of elements (group sums are flushed once
    per block, or on a change of group). */
 extern "C" __global__ void rev_step(
-    i64* W, i64* V, u64* head, int* ptr, u32* tail, double* wf,
+    i64* W, i64* V, u64* head, int* ptr, u16* tail, double* wf,
     const double* g, const double* hw, double* dw, double* dv, double* uo,
-    const double* alphas, const i64* ns, const i64* qs, const i64* rhos, const int* gidx,
+    const double* alphas, const i64* ns, const double* invs, const int* gidx,
     double* d_alpha, double* d_beta,
     i64 N, int G, int has_gidx, int has_wf, int t_vel, int t_pos, i64 cap,
     double scale, double inv_scale, u64 key_vel, u64 key_pos, u64* flag)
@@ -340,22 +311,22 @@ extern "C" __global__ void rev_step(
             double gi = g[i], hi = hw[i];
             if (!isfinite(gi)) report(flag, key_vel, 1, 1);
             if (!isfinite(hi)) report(flag, key_vel, 2, 9);
-            double omb = (double)(65536 - n) * INV65536;
+            double omb = (double)(BETA_ONE - n) * INV_BETA_ONE;
             i64 D;
             int e = to_fixed(__dmul_rn(omb, gi), scale, &D);
             if (e == 2) report(flag, key_vel, 3, 4);
             if (!add_checked(Vi, D, false, &Vi)) report(flag, key_vel, 4, 5);
-            if (n < 65536) {
+            if (n < BETA_ONE) {
                 Tail tl = {tail, ptr, N, cap, i};
-                bool under = false, cap_err = false;
+                bool under = false, ovf = false;
                 u64 h = head[i];
-                Vi = bb_divide(Vi, n, qs[k], rhos[k], &h, tl, &under, &cap_err);
+                Vi = bb_divide(Vi, n, invs[k], &h, tl, &under, &ovf);
                 head[i] = h;
-                if (under) report(flag, key_vel, 5, 2);
-                if (cap_err) report(flag, key_vel, 6, 3);
+                if (ovf) report(flag, key_vel, 5, 10);
+                if (under) report(flag, key_vel, 6, 2);
             }
             double vt = to_float(Vi, inv_scale);
-            double beta = (double)n * INV65536;
+            double beta = (double)n * INV_BETA_ONE;
             acc_b = __dadd_rn(acc_b, __dmul_rn(dvi, __dadd_rn(vt, gi)));
             dwi = __dsub_rn(dwi, hi);
             dvi = __dmul_rn(dvi, beta);
@@ -373,7 +344,7 @@ extern "C" __global__ void rev_step(
             if (!add_checked(Wi, D, true, &Wi)) report(flag, key_pos, 3, 8);
             W[i] = Wi;
             dvi = __dadd_rn(dvi, __dmul_rn(a, dwi));
-            double beta2 = (double)ns[k] * INV65536;
+            double beta2 = (double)ns[k] * INV_BETA_ONE;
             uo[i] = __dmul_rn(__dsub_rn(1.0, beta2), dvi);
             if (has_wf) wf[i] = to_float(Wi, inv_scale);
         }

@@ -49,14 +49,14 @@ struct double2 { double x, y; };
 
 # (kernel, C parameter list, argument names); each launcher runs blocks of one thread
 _KERNELS = {
-    "fwd_step": "i64* W, i64* V, u64* head, int* ptr, u32* tail, double* wf, const double* g, "
-                "const double* alphas, const i64* ns, const i64* qs, const i64* rhos, const int* gidx, "
+    "fwd_step": "i64* W, i64* V, u64* head, int* ptr, u16* tail, double* wf, const double* g, "
+                "const double* alphas, const i64* ns, const double* invs, const int* gidx, "
                 "i64 N, int G, int has_gidx, int has_wf, int t, i64 cap, double scale, "
                 "double inv_scale, u64 key, u64* flag",
     "fwd_step2": None,
-    "rev_step": "i64* W, i64* V, u64* head, int* ptr, u32* tail, double* wf, const double* g, "
+    "rev_step": "i64* W, i64* V, u64* head, int* ptr, u16* tail, double* wf, const double* g, "
                 "const double* hw, double* dw, double* dv, double* uo, const double* alphas, "
-                "const i64* ns, const i64* qs, const i64* rhos, const int* gidx, double* d_alpha, "
+                "const i64* ns, const double* invs, const int* gidx, double* d_alpha, "
                 "double* d_beta, i64 N, int G, int has_gidx, int has_wf, int t_vel, int t_pos, "
                 "i64 cap, double scale, double inv_scale, u64 key_vel, u64 key_pos, u64* flag",
     "divmod_check": "const i64* V, const u64* h, const i64* n, i64* q, i64* r, u64* hq, u64* hr, i64 N",

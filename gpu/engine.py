@@ -1,7 +1,7 @@
 """Device state of exact training and the launches of the fused CUDA kernels.
 
 :class:`Engine` keeps ``W``, ``V`` (int64 fixed point), one rANS head per
-element, the per-element tail pointers and a dense ``uint32[capacity, N]``
+element, the per-element tail pointers and a dense ``uint16[capacity, N]``
 tail on the GPU, plus the schedules.  :meth:`Engine.forward_step` and
 :meth:`Engine.reverse_step` are one kernel launch each and never wait for the
 device: failures land in a device flag that :meth:`Engine.check` reads (the
@@ -18,7 +18,8 @@ import math
 
 import numpy as np
 
-from reversible.buffer import BETA_ONE, HEAD_LOW, symbol_table
+from reversible.buffer import (BETA_ONE, HEAD_BITS, HEAD_LOW, UNDO_OVERFLOW_MESSAGE, WORD_BITS,
+                               WORD_DTYPE, ideal_bits)
 from reversible.errors import (BufferUnderflowError, FixedPointOverflowError, NonFiniteError,
                                ReversibilityError, ReversibleError)
 
@@ -40,32 +41,32 @@ _ERRORS = {
     _source.CODE_WSTEP: (FixedPointOverflowError, "weight step alpha * v", "overflow"),
     _source.CODE_WEIGHTS: (FixedPointOverflowError, "weights", "overflow"),
     _source.CODE_NONFINITE_HVP: (NonFiniteError, "Hessian-vector product", "nonfinite"),
+    _source.CODE_UNDO_OVERFLOW: (FixedPointOverflowError, "velocity", "undo"),
 }
 
 
 def bits_bound(n):
-    """Upper bound on the bits one multiply by ``n / 2**16`` adds to an element's stack.
+    """Upper bound on the bits one multiply by ``n / 2**32`` adds to an element's stack.
 
-    A push or pop of the symbol table with ``q = floor(2**24 / n)`` grows the
-    head by at most ``(q + 1) / 2**8`` (plus ``< 2**-30`` relative), so
-    ``log2((q + 1) / 256)`` (0 for ``n = 2**16``).
+    The head goes from ``h >= n 2**16`` to ``floor(h / n) 2**32 + r < (h / n + 1) 2**32``,
+    a factor below ``(2**32 / n)(1 + 2**-16)``; spills move bits to the tail
+    without adding any.  So ``log2(2**32 / n) + log2(1 + 2**-16)`` (0 for ``n = 2**32``).
     """
     n = np.asarray(n, dtype=np.int64)
-    q, _ = symbol_table(n)
-    bits = np.log2((q + 1) / 256.0) + 1e-6
+    bits = ideal_bits(n) + np.log2(1.0 + 2.0 ** -16) + 1e-9
     return np.where(n >= BETA_ONE, 0.0, bits)
 
 
 def tail_capacity(n):
     """Words per element to reserve for a ``(T, G)`` schedule of ``n``: never exceeded in training.
 
-    The information ``32 * words + log2(head)`` grows by at most
-    :func:`bits_bound` per step and the head stays ``>= 2**31``; the two-step
-    regime may hold one word more in mid-step.
+    The information ``16 * words + log2(head) - 48`` grows by at most
+    :func:`bits_bound` per step and the head ends every step ``>= 2**48``; in
+    mid-step (after spilling, head ``>= n 2**16 >= 2**16``) two more words may be held.
     """
     n = np.atleast_2d(np.asarray(n, dtype=np.int64))
     total = float(np.sum(np.max(bits_bound(n), axis=1)))
-    return int(math.floor(total / 32.0)) + 3
+    return int(math.floor(total / WORD_BITS)) + 3
 
 
 def step_of(seq, T, direction):
@@ -92,6 +93,8 @@ def error_from_key(key, T, direction, frac_bits):
         msg = (f"{where} overflows the fixed-point range; representable magnitudes are below "
                f"{2.0 ** (63 - frac_bits):g} with frac_bits={frac_bits}: use fewer frac_bits (more "
                "range, less resolution), a smaller learning rate, or rescale the problem")
+    elif kind == "undo":
+        msg = f"{where}: {UNDO_OVERFLOW_MESSAGE}"
     elif kind == "underflow":
         msg = (f"{where} of some element is empty but a pop needs a word at step {step} ({phase}): "
                "the buffer is corrupt or the reverse pass does not mirror the forward pass")
@@ -146,7 +149,7 @@ def to_fixed_device(cp, x, frac_bits, what):
 class Engine:
     """Exact SGD-with-momentum state on one GPU.
 
-    ``alphas`` float64 ``(T, G)``, ``n`` int64 ``(T, G)`` (``beta = n / 2**16``),
+    ``alphas`` float64 ``(T, G)``, ``n`` int64 ``(T, G)`` (``beta = n / 2**32``),
     ``group_index`` an int array of length N or None (one group).
     """
 
@@ -163,9 +166,8 @@ class Engine:
         alphas = np.ascontiguousarray(alphas, dtype=np.float64)
         n = np.ascontiguousarray(n, dtype=np.int64)
         self.T, self.G = alphas.shape
-        q, rho = symbol_table(n)
         self.alphas_d, self.n_d = cp.asarray(alphas), cp.asarray(n)
-        self.q_d, self.rho_d = cp.asarray(q), cp.asarray(rho)
+        self.inv_d = cp.asarray(1.0 / n.astype(np.float64))    # quotient estimates (fixed up exactly)
         self.n_host = n
         self.W0 = to_fixed_device(cp, w0, self.frac_bits, "initial weights w0").ravel()
         self.V0 = to_fixed_device(cp, v0, self.frac_bits, "initial velocity v0").ravel()
@@ -178,7 +180,7 @@ class Engine:
         self.W, self.V = self.W0.copy(), self.V0.copy()
         self.head = cp.full(self.N, HEAD_LOW, dtype=cp.uint64)
         self.ptr = cp.zeros(self.N, dtype=cp.int32)
-        self.tail = cp.zeros((self.capacity, self.N), dtype=cp.uint32)
+        self.tail = cp.zeros((self.capacity, self.N), dtype=WORD_DTYPE)
         self.flag = cp.asarray(np.array([NO_ERROR], dtype=np.uint64))
         self.direction = "forward"
         self._dummy = cp.zeros(1, dtype=cp.float64)
@@ -206,7 +208,7 @@ class Engine:
         name, grid = ("fwd_step2", self.fwd2_grid) if vec else ("fwd_step", self.fwd_grid)
         self.k[name](grid, (BLOCK,), (
             self.W, self.V, self.head, self.ptr, self.tail, self._dummy if wf is None else wf,
-            g, self.alphas_d, self.n_d, self.q_d, self.rho_d, self.gidx,
+            g, self.alphas_d, self.n_d, self.inv_d, self.gidx,
             np.int64(self.N), np.int32(self.G), np.int32(self.has_gidx),
             np.int32(wf is not None), np.int32(t), np.int64(self.capacity),
             np.float64(self.scale), np.float64(self.inv_scale), np.uint64(int(t) << 8), self.flag))
@@ -244,7 +246,7 @@ class Engine:
         seq_pos = 2 * (self.T - 1 - t_pos) if t_pos >= 0 else 0
         self.k["rev_step"](self.rev_grid, (BLOCK,), (
             self.W, self.V, self.head, self.ptr, self.tail, wf, g, hw, self.dw, self.dv, u,
-            self.alphas_d, self.n_d, self.q_d, self.rho_d, self.gidx, self.d_alpha, self.d_beta,
+            self.alphas_d, self.n_d, self.inv_d, self.gidx, self.d_alpha, self.d_beta,
             np.int64(self.N), np.int32(self.G), np.int32(self.has_gidx), np.int32(t_pos >= 0),
             np.int32(t_vel), np.int32(t_pos), np.int64(self.capacity),
             np.float64(self.scale), np.float64(self.inv_scale),
@@ -268,8 +270,8 @@ class Engine:
     # ------------------------------------------------------------ accounting
     def buffer_bits(self):
         cp = self.cp
-        return float(32.0 * cp.sum(self.ptr, dtype=cp.float64)
-                     + cp.sum(cp.log2(self.head.astype(cp.float64)) - 31.0))
+        return float(WORD_BITS * cp.sum(self.ptr, dtype=cp.float64)
+                     + cp.sum(cp.log2(self.head.astype(cp.float64)) - (HEAD_BITS - WORD_BITS)))
 
     def buffer_words(self):
         return int(self.cp.sum(self.ptr, dtype=self.cp.int64))
@@ -278,7 +280,7 @@ class Engine:
         return int(self.head.nbytes + self.ptr.nbytes + self.tail.nbytes)
 
     def buffer_arrays(self):
-        """``(head, ptr, tail)`` as NumPy arrays; ``tail`` is ``uint32[max(ptr), N]``, like
+        """``(head, ptr, tail)`` as NumPy arrays; ``tail`` is ``uint16[max(ptr), N]``, like
         :meth:`reversible.buffer.InfoBuffer.tail_matrix` (words above an element's pointer are stale)."""
         ptr = host(self.ptr).astype(np.int64)
         top = int(ptr.max()) if ptr.size else 0

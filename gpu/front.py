@@ -1,7 +1,7 @@
 """``reversible.gpu.sgd``: exact reversible SGD with momentum on CuPy arrays.
 
 Same training semantics as :func:`reversible.sgd` (``v <- beta v - (1 - beta) g``,
-``w <- w + alpha v``, betas applied as ``round(beta * 2**16) / 2**16``), on the
+``w <- w + alpha v``, betas applied as ``round(beta * 2**32) / 2**32``), on the
 GPU, with explicit derivative callables instead of autograd:
 
 * ``grad(w, meta, t) -> g``;

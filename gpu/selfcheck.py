@@ -11,10 +11,11 @@ import numpy as np
 from reversible.trajectory import Schedule, forward, reverse
 
 REGIMES = {
-    "two_step": 0.3,        # beta <= 0.5: push 16 bits, pop a symbol
-    "half": 0.5,            # n = 2**15 exactly: the edge of the two-step regime
-    "fused": 0.9,           # 0.5 < beta < 1: one fused bijection
-    "fused_high": 0.99,
+    "tiny": 2.0 ** -20,     # n < 2**16: two 16-bit words spilled per step
+    "low": 0.3,             # beta <= 0.5: a word every step or two
+    "half": 0.5,            # n = 2**31 exactly
+    "high": 0.9,            # 0.5 < beta < 1: a word every ~100 steps
+    "near_one": 0.9999,     # the Adam-like momenta the 2**-32 quantum is for
     "identity": 1.0,        # beta = 1: no buffer traffic
     "mixed": None,          # per-group betas from all regimes, changing every step
 }
@@ -26,7 +27,8 @@ def problem(regime, N, T, seed=0, scale=3.0):
     if REGIMES[regime] is None:
         G = 4
         gi = np.sort(rng.integers(0, G, N))
-        B = rng.choice([0.05, 0.3, 0.5, 0.7, 0.95, 0.999, 1.0], size=(T, G))
+        B = rng.choice([2.0 ** -32, 2.0 ** -20, 0.05, 0.3, 0.5 - 2.0 ** -32, 0.5, 0.5 + 2.0 ** -32,
+                        0.7, 0.95, 0.999, 0.9999, 1 - 2.0 ** -32, 1.0], size=(T, G))
     else:
         G, gi = 1, None
         B = np.full((T, 1), REGIMES[regime])

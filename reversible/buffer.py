@@ -1,26 +1,35 @@
 """The information buffer: a vectorised range-ANS stack per element.
 
-Multiplying a fixed-point number ``V`` by ``beta = n / 2**16`` destroys
-``log2(2**16 / n)`` bits.  :class:`InfoBuffer` keeps those bits so that the
+Multiplying a fixed-point number ``V`` by ``beta = n / 2**32`` destroys
+``log2(2**32 / n)`` bits.  :class:`InfoBuffer` keeps those bits so that the
 multiplication can be undone exactly, at a cost within a fraction of a percent
 of that information bound and with O(1) work per element per step.
 
 Each element owns one rANS state:
 
-* ``head``: a uint64 kept in ``[2**31, 2**63)``, starting at ``2**31``;
-* a stack of uint32 words (its *tail*), written when ``head`` overflows.
+* ``head``: a uint64 kept in ``[2**48, 2**64)``, starting at ``2**48``;
+* a stack of uint16 words (its *tail*), written when ``head`` must shrink.
 
-Tails are stored densely as a list of chunks, each ``uint32[rows, N]``; word
+Tails are stored densely as a list of chunks, each ``uint16[rows, N]``; word
 ``j`` of element ``i`` lives at ``chunks[j // rows][j % rows, i]``.  Growth
 appends a chunk and never copies the history.
 
-The forward multiply is ``V -> floor(V / 2**16) * n + u``: the 16 low bits
-``r`` of ``V`` are pushed into the state and a symbol ``u`` in ``[0, n)`` is
-popped from it (bits back).  For ``beta > 1/2`` both happen in one fused
-bijection with total ``M = 2**24`` (see DESIGN.md section 4); for
-``beta <= 1/2`` they are two standard rANS steps (push 16 raw bits, then pop a
-near-uniform symbol over ``[0, n)`` with total ``2**24``); ``beta = 1`` is the
-identity.  The reverse is the exact inverse of each.
+The multiply rounds to within one unit of ``V * n / 2**32`` (``n < 2**32``)::
+
+    u  = head mod n                 pop a uniform symbol over [0, n) ...
+    X  = V * n + u                  ... to fill the low digits of the product
+    V' = floor(X / 2**32)
+    r  = X mod 2**32                push the 32 bits the division drops
+    head' = floor(head / n) * 2**32 + r
+
+so ``V * n / 2**32 - 1 < V' < V * n / 2**32 + 1``.  Before it, 16-bit words are
+spilled from the head while ``head >= n * 2**32``; this puts ``head`` in
+``[n * 2**16, n * 2**32)`` and hence ``head'`` in ``[2**48, 2**64)``.  The
+inverse reads ``r = head' mod 2**32``, rebuilds ``X = V' * 2**32 + r``, takes
+``V = floor(X / n)`` and ``u = X mod n``, restores
+``head = floor(head' / 2**32) * n + u`` and refills 16-bit words while
+``head < 2**48`` (exactly the words the forward pass spilled).  ``n = 2**32``
+(beta = 1) is the identity.  ``docs/engine.md`` derives exactness and the cost.
 
 This NumPy code is the specification: the compiled CPU kernel and the CUDA
 kernel implement the same integer semantics and are tested against it.
@@ -28,25 +37,27 @@ kernel implement the same integer semantics and are tested against it.
 
 import numpy as np
 
-from .errors import BufferUnderflowError, ReversibilityError
+from .errors import BufferUnderflowError, FixedPointOverflowError, ReversibilityError
 
-BETA_BITS = 16                 # beta is quantised to n / 2**16
+BETA_BITS = 32                 # beta is quantised to n / 2**32
 BETA_ONE = 1 << BETA_BITS      # n for beta = 1 (the identity)
-PREC_BITS = 24                 # rANS total M = 2**24
-SHIFT = PREC_BITS - BETA_BITS  # s = k - 16 = 8
-HEAD_LOW = 1 << 31             # head lives in [2**31, 2**63)
-HEAD_HIGH = 1 << 63
+WORD_BITS = 16                 # tail words (renormalisation unit)
+WORD_DTYPE = np.uint16
+HEAD_BITS = 64
+HEAD_LOW = 1 << (HEAD_BITS - WORD_BITS)     # heads live in [2**48, 2**64)
+HEAD_HIGH = 1 << HEAD_BITS
+OVERHEAD_BITS = HEAD_BITS + 64              # fixed cost per element: head + int64 pointer
 
 _U64 = np.uint64
 _I64 = np.int64
-_MASK16 = _I64(0xFFFF)
 _MASK32 = _U64(0xFFFFFFFF)
-_MASK24 = _U64((1 << PREC_BITS) - 1)
-_MASK_SHIFT = _U64((1 << SHIFT) - 1)
+_MASK_WORD = _U64((1 << WORD_BITS) - 1)
+_U32 = _U64(32)
+_UWORD = _U64(WORD_BITS)
 
 
 def quantize_beta(beta):
-    """Return ``n = round(beta * 2**16)`` as int64 (the engine multiplies by n / 2**16).
+    """Return ``n = round(beta * 2**32)`` as int64 (the engine multiplies by n / 2**32).
 
     Raises ValueError for betas outside ``(0, 1]`` or too small to represent.
     """
@@ -59,39 +70,63 @@ def quantize_beta(beta):
     n = np.rint(beta * BETA_ONE).astype(np.int64)
     if np.any(n < 1):
         raise ValueError(
-            f"beta {float(beta[n < 1].ravel()[0])!r} is below 2**-17 and rounds to zero "
-            "at 16 bits; use beta >= 2**-16")
+            f"beta {float(beta[n < 1].ravel()[0])!r} is below 2**-33 and rounds to zero "
+            f"at {BETA_BITS} bits; use beta >= 2**-{BETA_BITS}")
     return n
 
 
 def effective_beta(beta):
-    """The beta the engine actually applies: ``round(beta * 2**16) / 2**16``."""
+    """The beta the engine actually applies: ``round(beta * 2**32) / 2**32``."""
     return quantize_beta(beta) / float(BETA_ONE)
 
 
+def beta_of(n):
+    """The momentum ``n / 2**32`` of quantised ``n`` (float64, exact)."""
+    return np.asarray(n, dtype=np.int64) / float(BETA_ONE)
+
+
+def one_minus_beta(n):
+    """``1 - n / 2**32`` computed exactly in float64 (``n`` is an integer below 2**53)."""
+    return (BETA_ONE - np.asarray(n, dtype=np.int64)) * 2.0 ** -BETA_BITS
+
+
 def ideal_bits(n):
-    """Information destroyed by one multiply by ``n / 2**16``: ``log2(2**16 / n)``."""
-    return np.log2(BETA_ONE / np.asarray(n, dtype=np.float64))
+    """Information destroyed by one multiply by ``n / 2**32``: ``log2(2**32 / n)``."""
+    return BETA_BITS - np.log2(np.asarray(n, dtype=np.float64))
 
 
-def symbol_table(n):
-    """Frequencies of the 2**24-total distribution over ``[0, n)``: ``(q, rho)``.
+def _spill_threshold(n):
+    """``n * 2**32``: spill while ``head`` is at least this (uint64; ``n < 2**32``)."""
+    return n.astype(np.uint64) << _U32
 
-    Symbol ``u`` has frequency ``q + 1`` if ``u < rho`` else ``q`` and
-    cumulative frequency ``u * q + min(u, rho)``.
+
+UNDO_OVERFLOW_MESSAGE = ("velocity overflows the fixed-point range while undoing a multiply by "
+                         "beta: the reverse pass does not mirror the forward pass")
+
+
+def multiply_ints(V, n, u):
+    """``(floor((V n + u) / 2**32), (V n + u) mod 2**32)`` for int64 V and ``0 <= u < n < 2**32``.
+
+    ``V n`` needs 95 bits, so ``V = Vh 2**32 + Vl`` is split into 32-bit limbs:
+    ``Vl n + u < 2**64`` and ``|Vh n| < 2**63`` are exact in 64 bits.
     """
-    n = np.asarray(n, dtype=np.int64)
-    return _I64(1 << PREC_BITS) // n, _I64(1 << PREC_BITS) % n
+    P = (V & _I64(0xFFFFFFFF)).astype(np.uint64) * n.astype(np.uint64) + u.astype(np.uint64)
+    return (V >> _I64(32)) * n + (P >> _U32).astype(np.int64), P & _MASK32
 
 
-def _decode_symbol(cf, q, rho):
-    """The symbol ``u`` with ``c(u) <= cf < c(u) + f(u)`` (all int64)."""
-    boundary = rho * (q + 1)
-    return np.where(cf < boundary, cf // (q + 1), (cf - rho) // np.maximum(q, 1))
+def divide_ints(V1, r, n):
+    """Inverse of :func:`multiply_ints`: ``(V, u)`` with ``V1 2**32 + r = V n + u``.
 
-
-def _freq_cum(u, q, rho):
-    return q + (u < rho), u * q + np.minimum(u, rho)
+    Raises FixedPointOverflowError when ``V`` would leave int64 (only a reverse
+    pass on values training never produced can get there).
+    """
+    a, b = np.divmod(V1, n)                   # V1 = a n + b, 0 <= b < n
+    Y = (b.astype(np.uint64) << _U32) | r     # b 2**32 + r < n 2**32 <= 2**64
+    nu = n.astype(np.uint64)
+    c, u = Y // nu, Y % nu                    # c < 2**32
+    if np.any((a < -(1 << 31)) | (a >= (1 << 31))):
+        raise FixedPointOverflowError(UNDO_OVERFLOW_MESSAGE)
+    return (a << _I64(32)) + c.astype(np.int64), u.astype(np.int64)
 
 
 class InfoBuffer:
@@ -102,7 +137,7 @@ class InfoBuffer:
     size : int
         Number of elements (one stack each).
     chunk_rows : int, optional
-        Words per element in each tail chunk; by default about 4 MiB per chunk.
+        Words per element in each tail chunk; by default about 2 MiB per chunk.
     """
 
     def __init__(self, size, chunk_rows=None):
@@ -127,7 +162,7 @@ class InfoBuffer:
     def reserve(self, words):
         """Make room for ``words`` words on every tail (appends chunks, never copies)."""
         while self.capacity < words:
-            self.chunks.append(np.zeros((self.chunk_rows, self.size), dtype=np.uint32))
+            self.chunks.append(np.zeros((self.chunk_rows, self.size), dtype=WORD_DTYPE))
 
     def _chunk_groups(self, pos):
         rows = self.chunk_rows
@@ -140,7 +175,7 @@ class InfoBuffer:
                 yield k, which == k
 
     def push_words(self, idx, words):
-        """Push one uint32 word onto the tail of each element in ``idx``."""
+        """Push one 16-bit word onto the tail of each element in ``idx``."""
         if idx.size == 0:
             return
         pos = self.ptr[idx]
@@ -150,7 +185,7 @@ class InfoBuffer:
         self.ptr[idx] = pos + 1
 
     def pop_words(self, idx):
-        """Pop one word from the tail of each element in ``idx``; raise if any is empty."""
+        """Pop one word from the tail of each element in ``idx`` (as uint64); raise if any is empty."""
         if idx.size == 0:
             return np.zeros(0, dtype=np.uint64)
         pos = self.ptr[idx] - 1
@@ -174,11 +209,11 @@ class InfoBuffer:
 
     # ----------------------------------------------------- multiply by beta
     def multiply(self, V, n, idx=None):
-        """Exact ``V * n / 2**16`` rounded by bits-back; returns the new int64 values.
+        """``V * n / 2**32`` to within one unit, exactly invertible; returns the new int64 values.
 
-        ``V`` (int64) and ``n`` (int64, scalar or per element) refer to the
-        elements ``idx`` (all elements when None).  Elements with ``n == 2**16``
-        are unchanged.
+        ``V`` (int64) and ``n`` (int64 in ``[1, 2**32]``, scalar or per element)
+        refer to the elements ``idx`` (all elements when None).  Elements with
+        ``n == 2**32`` are unchanged.
         """
         return self._apply(V, n, idx, forward=True)
 
@@ -192,95 +227,50 @@ class InfoBuffer:
         if V.shape != idx.shape:
             raise ValueError(f"V has shape {V.shape} but {idx.size} elements were named")
         n = np.broadcast_to(np.asarray(n, dtype=np.int64), V.shape)
+        sel = n < BETA_ONE
+        if not sel.any():
+            return V.copy()
         out = V.copy()
-        for kind in ("fused", "two_step"):
-            sel = (n > (BETA_ONE >> 1)) & (n < BETA_ONE) if kind == "fused" else (n <= (BETA_ONE >> 1))
-            if not sel.any():
-                continue
-            if sel.all():
-                sel = slice(None)
-            step = {("fused", True): self._fused_forward, ("fused", False): self._fused_reverse,
-                    ("two_step", True): self._two_step_forward,
-                    ("two_step", False): self._two_step_reverse}[kind, forward]
-            out[sel] = step(out[sel], n[sel], idx[sel])
+        if sel.all():
+            sel = slice(None)
+        step = self._forward if forward else self._reverse
+        out[sel] = step(out[sel], n[sel], idx[sel])
         return out
 
-    def _fused_forward(self, V, n, idx):
-        q, rho = symbol_table(n)
+    def _forward(self, V, n, idx):
         head = self.head[idx]
-        r = V & _MASK16
-        cf = ((head & _MASK_SHIFT).astype(np.int64) << _I64(BETA_BITS)) | r
-        u = _decode_symbol(cf, q, rho)
-        f, c = _freq_cum(u, q, rho)
-        head = f.astype(np.uint64) * (head >> _U64(SHIFT)) + (cf - c).astype(np.uint64)
-        spill = np.flatnonzero(head >= _U64(HEAD_HIGH))
-        if spill.size:
-            self.push_words(idx[spill], (head[spill] & _MASK32).astype(np.uint32))
-            head[spill] >>= _U64(32)
-        self.head[idx] = head
-        return (V >> _I64(BETA_BITS)) * n + u
+        limit = _spill_threshold(n)
+        for _ in range(2):                    # n >= 2**16 spills at most once, n >= 1 twice
+            spill = np.flatnonzero(head >= limit)
+            if spill.size == 0:
+                break
+            self.push_words(idx[spill], (head[spill] & _MASK_WORD).astype(WORD_DTYPE))
+            head[spill] >>= _UWORD
+        nu = n.astype(np.uint64)
+        u = (head % nu).astype(np.int64)      # pop u in [0, n): head in [n 2**16, n 2**32)
+        V1, r = multiply_ints(V, n, u)
+        self.head[idx] = ((head // nu) << _U32) | r
+        return V1
 
-    def _fused_reverse(self, V, n, idx):
-        q, rho = symbol_table(n)
+    def _reverse(self, V1, n, idx):
         head = self.head[idx]
-        u = V % n
-        f, c = _freq_cum(u, q, rho)
-        fu = f.astype(np.uint64)
-        refill = np.flatnonzero(head < (fu << _U64(PREC_BITS - 1)))   # f * 2**(31+16-k)
-        if refill.size:
-            head[refill] = (head[refill] << _U64(32)) | self.pop_words(idx[refill])
-        cf = c + (head % fu).astype(np.int64)
-        head = ((head // fu) << _U64(SHIFT)) + (cf >> _I64(BETA_BITS)).astype(np.uint64)
+        V, u = divide_ints(V1, head & _MASK32, n)
+        head = (head >> _U32) * n.astype(np.uint64) + u.astype(np.uint64)
+        for _ in range(2):
+            refill = np.flatnonzero(head < _U64(HEAD_LOW))
+            if refill.size == 0:
+                break
+            head[refill] = (head[refill] << _UWORD) | self.pop_words(idx[refill])
         self.head[idx] = head
-        return ((V // n) << _I64(BETA_BITS)) + (cf & _MASK16)
-
-    def _two_step_forward(self, V, n, idx):
-        q, rho = symbol_table(n)
-        head = self.head[idx]
-        # push 16 raw bits r (frequency 1 of 2**16)
-        spill = np.flatnonzero(head >= _U64(1 << 47))
-        if spill.size:
-            self.push_words(idx[spill], (head[spill] & _MASK32).astype(np.uint32))
-            head[spill] >>= _U64(32)
-        head = (head << _U64(BETA_BITS)) | (V & _MASK16).astype(np.uint64)
-        # pop u in [0, n) with total 2**24
-        cf = (head & _MASK24).astype(np.int64)
-        u = _decode_symbol(cf, q, rho)
-        f, c = _freq_cum(u, q, rho)
-        head = f.astype(np.uint64) * (head >> _U64(PREC_BITS)) + (cf - c).astype(np.uint64)
-        refill = np.flatnonzero(head < _U64(HEAD_LOW))
-        if refill.size:
-            head[refill] = (head[refill] << _U64(32)) | self.pop_words(idx[refill])
-        self.head[idx] = head
-        return (V >> _I64(BETA_BITS)) * n + u
-
-    def _two_step_reverse(self, V, n, idx):
-        q, rho = symbol_table(n)
-        head = self.head[idx]
-        u = V % n
-        f, c = _freq_cum(u, q, rho)
-        fu = f.astype(np.uint64)
-        # push u back (encode with total 2**24)
-        spill = np.flatnonzero(head >= (fu << _U64(39)))   # (2**31 / 2**24) * 2**32 * f
-        if spill.size:
-            self.push_words(idx[spill], (head[spill] & _MASK32).astype(np.uint32))
-            head[spill] >>= _U64(32)
-        head = ((head // fu) << _U64(PREC_BITS)) + c.astype(np.uint64) + head % fu
-        # pop the 16 raw bits
-        r = (head & _U64(0xFFFF)).astype(np.int64)
-        head >>= _U64(BETA_BITS)
-        refill = np.flatnonzero(head < _U64(HEAD_LOW))
-        if refill.size:
-            head[refill] = (head[refill] << _U64(32)) | self.pop_words(idx[refill])
-        self.head[idx] = head
-        return ((V // n) << _I64(BETA_BITS)) + r
+        return V
 
     # ---------------------------------------------------------- accounting
     def bits(self):
-        """Information held, in bits, summed over elements (32 per tail word + head)."""
+        """Information held, in bits, summed over elements (16 per tail word + head above 2**48)."""
         if self.size == 0:
             return 0.0
-        return float(32.0 * self.ptr.sum() + np.sum(np.log2(self.head.astype(np.float64)) - 31.0))
+        return float(WORD_BITS * self.ptr.sum()
+                     + np.sum(np.log2(self.head.astype(np.float64)) - (HEAD_BITS - WORD_BITS)))
 
     def words(self):
         """Tail words written and not yet popped, summed over elements."""
@@ -305,23 +295,33 @@ class InfoBuffer:
 
     # --------------------------------------------------------- persistence
     def tail_matrix(self):
-        """All tail words as one ``uint32[max_ptr, N]`` array (a copy; for checkpoints)."""
+        """All tail words as one ``uint16[max_ptr, N]`` array (a copy; for checkpoints)."""
         top = int(self.ptr.max()) if self.size else 0
         if top == 0:
-            return np.zeros((0, self.size), dtype=np.uint32)
+            return np.zeros((0, self.size), dtype=WORD_DTYPE)
         return np.concatenate(self.chunks, axis=0)[:top].copy()
 
     @classmethod
     def from_arrays(cls, head, ptr, tail, chunk_rows=None):
-        """Rebuild a buffer from :meth:`tail_matrix`, heads and pointers (validated)."""
+        """Rebuild a buffer from :meth:`tail_matrix`, heads and pointers (validated).
+
+        ``tail`` must hold 16-bit words (a ``uint16`` array, or integers below 2**16).
+        """
         head = np.asarray(head, dtype=np.uint64)
         ptr = np.asarray(ptr, dtype=np.int64)
-        tail = np.asarray(tail, dtype=np.uint32)
+        tail = np.asarray(tail)
         if head.ndim != 1 or ptr.shape != head.shape or tail.ndim != 2 or tail.shape[1] != head.size:
             raise ValueError("inconsistent buffer arrays: head, ptr must be 1-D of equal size "
                              "and tail of shape (words, size)")
-        if np.any(head < _U64(HEAD_LOW)) or np.any(head >= _U64(HEAD_HIGH)):
-            raise ValueError("buffer heads must lie in [2**31, 2**63)")
+        if tail.dtype != WORD_DTYPE:
+            words = tail.astype(WORD_DTYPE) if tail.dtype.kind in "iuf" else None
+            if words is None or not np.array_equal(words, tail):
+                raise ValueError(f"buffer tail words must be {WORD_BITS}-bit unsigned integers "
+                                 f"(got dtype {tail.dtype} with other values): this buffer "
+                                 "format stores uint16 words")
+            tail = words
+        if np.any(head < _U64(HEAD_LOW)):
+            raise ValueError("buffer heads must lie in [2**48, 2**64)")
         if ptr.size and (ptr.min() < 0 or ptr.max() > tail.shape[0]):
             raise ValueError("buffer pointers out of range of the tail")
         buf = cls(head.size, chunk_rows)

@@ -32,3 +32,7 @@ class NonFiniteError(ReversibleError, FloatingPointError):
 
 class CheckpointError(ReversibleError):
     """A checkpoint file is truncated, altered or of the wrong kind."""
+
+
+class ResolutionWarning(UserWarning):
+    """Fixed-point resolution (``frac_bits``) is coarse for the training increments."""

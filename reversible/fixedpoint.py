@@ -108,7 +108,7 @@ class ExactArray:
         return D
 
     def mul(self, n, buffer, idx=None):
-        """``self *= n / 2**16`` exactly, storing the destroyed bits in ``buffer``."""
+        """``self *= n / 2**32`` to within one unit, exactly invertibly, storing the destroyed bits in ``buffer``."""
         if idx is None:
             self.ints = buffer.multiply(self.ints, n)
         else:

@@ -20,6 +20,7 @@ from autograd import grad as ag_grad
 from autograd import make_jvp, make_vjp
 
 from .buffer import effective_beta
+from .resolution import check_first_step
 from .trajectory import Schedule
 
 
@@ -36,8 +37,23 @@ class Problem:
     kernel: str = "auto"
     progress: bool = False
     hvp: str = "auto"            # "forward", "reverse" or "auto"
+    check_resolution: bool = False   # check frac_bits against step 0's increments (fixed point)
+    first_step_rounding: object = None   # set by that check (see reversible.resolution)
     _grad: object = field(default=None, repr=False)
     _grad_both: object = field(default=None, repr=False)
+
+    @classmethod
+    def from_containers(cls, train_loss, structure, meta_structure, **fields):
+        """A problem for ``train_loss(w, meta, t)`` written on the user's containers.
+
+        ``structure`` / ``meta_structure`` (:class:`~reversible.structure.Structure`)
+        rebuild the containers from the flat vectors the methods work on; their
+        unflatten is differentiable at O(N) cost per gradient or Hessian product.
+        """
+        def loss(w, meta, t):
+            m = None if meta_structure is None else meta_structure.unflatten(meta)
+            return train_loss(structure.unflatten(w), m, t)
+        return cls(loss=loss, group_index=structure.group_index(), **fields)
 
     def __post_init__(self):
         self._grad = ag_grad(self.loss, 0)
@@ -71,7 +87,13 @@ class Problem:
 
     # ------------------------------------------------------- derivatives
     def grad(self, w, meta, t):
-        return np.asarray(self._grad(w, meta, t), dtype=np.float64)
+        g = np.asarray(self._grad(w, meta, t), dtype=np.float64)
+        if self.check_resolution and t == 0:
+            self.check_resolution = False          # once: step 0 of the forward pass
+            beta = self.per_element(self.effective_betas()[0])
+            self.first_step_rounding = check_first_step(
+                g, self.v0, self.per_element(self.alphas[0]), 1.0 - beta, beta, self.frac_bits)
+        return g
 
     def vjp(self, w, meta, t, u):
         """``(g, H_ww u, H_meta,w u)`` at ``(w, meta, t)``."""

@@ -9,8 +9,10 @@ parameter group, in depth-first container order (dict insertion order).
 
 import autograd.numpy as anp
 import numpy as np
-from autograd.extend import defjvp, defvjp, primitive
+from autograd.extend import SparseObject, defjvp, defvjp, primitive, vspace
 from autograd.tracer import getval
+
+from .validate import real_array
 
 
 @primitive
@@ -20,20 +22,31 @@ def _leaf(flat, start, stop, shape):
 
 
 @primitive
-def _embed(x, start, stop, size):
-    """A zero vector of ``size`` with ``x`` (raveled) at ``[start:stop]``: the adjoint of _leaf."""
-    out = np.zeros(size)
-    out[start:stop] = np.ravel(x)
-    return out
+def _scatter(x, start, stop, vs):
+    """``x`` (raveled) placed at ``[start:stop]`` of a zero vector of ``vs``: the adjoint of _leaf.
+
+    Returned as an autograd sparse object: autograd adds the groups' pieces into
+    one full-size vector per gradient, so a gradient costs O(N), not O(N x G).
+    """
+    def add_into(out):
+        out[start:stop] += np.ravel(x)
+        return out
+    return SparseObject(vs, add_into)
+
+
+def _leaf_vjp(ans, flat, start, stop, shape):
+    if start == 0 and stop == np.shape(flat)[0]:
+        return lambda g: anp.reshape(g, (-1,))          # the leaf covers the whole vector
+    vs = vspace(flat)
+    return lambda g: _scatter(g, start, stop, vs)
 
 
 # Both maps are linear, so each one's VJP and JVP is the other map or itself;
-# this keeps gradients, forward-over-reverse and reverse-over-reverse products cheap.
-defvjp(_leaf, lambda ans, flat, start, stop, shape:
-       lambda g: _embed(g, start, stop, np.shape(flat)[0]))
+# this keeps gradients, forward-over-reverse and reverse-over-reverse products O(N).
+defvjp(_leaf, _leaf_vjp)
 defjvp(_leaf, lambda g, ans, flat, start, stop, shape: _leaf(g, start, stop, shape))
-defvjp(_embed, lambda ans, x, start, stop, size: lambda g: _leaf(g, start, stop, np.shape(x)))
-defjvp(_embed, lambda g, ans, x, start, stop, size: _embed(g, start, stop, size))
+defvjp(_scatter, lambda ans, x, start, stop, vs: lambda g: _leaf(g, start, stop, np.shape(x)))
+defjvp(_scatter, lambda g, ans, x, start, stop, vs: _scatter(g, start, stop, vs))
 
 
 def _children(x):
@@ -59,15 +72,12 @@ class Structure:
         self.sizes = [int(np.prod(s)) for s in self.shapes]
         self.offsets = np.concatenate([[0], np.cumsum(self.sizes)]).astype(int)
         self.size = int(self.offsets[-1])
+        self._bounds = [(int(a), int(b)) for a, b in zip(self.offsets[:-1], self.offsets[1:])]
 
     def _describe(self, x, label):
         node = _children(x)
         if node is None:
-            arr = np.asarray(getval(x))
-            if not np.issubdtype(arr.dtype, np.number) or np.iscomplexobj(arr):
-                raise ValueError(f"{label} must be a real float array; got dtype {arr.dtype}")
-            if not np.all(np.isfinite(arr)):
-                raise ValueError(f"{label} contains NaN or Inf")
+            arr = real_array(x, label)
             self.shapes.append(arr.shape)
             self.labels.append(label)
             return ("array", arr.shape)
@@ -122,8 +132,10 @@ class Structure:
 
     def unflatten(self, flat):
         """The container back from a flat vector (differentiable under autograd)."""
-        leaves = iter([_leaf(flat, int(self.offsets[i]), int(self.offsets[i + 1]), shape)
-                       for i, shape in enumerate(self.shapes)])
+        if self.tree == ("array", (self.size,)):
+            return flat                                  # a vector: nothing to unflatten
+        bounds = self._bounds
+        leaves = iter([_leaf(flat, a, b, shape) for (a, b), shape in zip(bounds, self.shapes)])
         return self._build(self.tree, leaves)
 
     def _build(self, tree, leaves):

@@ -8,7 +8,7 @@ schedules of each element's parameter group::
     w_{t+1} = w_t + alpha_t * v_{t+1}
 
 ``w`` and ``v`` are int64 fixed point; ``beta_t`` is applied as the exact
-rational ``n_t / 2**16`` through an :class:`~reversible.buffer.InfoBuffer`, so
+rational ``n_t / 2**32`` through an :class:`~reversible.buffer.InfoBuffer`, so
 :func:`reverse` recomputes the whole trajectory backwards bit for bit while
 accumulating the adjoints of DESIGN.md section 2.
 
@@ -35,7 +35,7 @@ class Schedule:
     """Per-step, per-group learning rates and quantised momenta.
 
     ``alphas`` is float64 ``(T, G)``; ``n`` int64 ``(T, G)`` with
-    ``beta = n / 2**16``; ``group_index`` maps each of the N elements to its group.
+    ``beta = n / 2**32``; ``group_index`` maps each of the N elements to its group.
     """
 
     alphas: np.ndarray

@@ -8,6 +8,7 @@ import pytest
 
 import reversible
 from reversible import kernels
+from reversible.buffer import BETA_ONE
 
 # ----------------------------------------------------------------- problems
 _rng = np.random.default_rng(42)
@@ -308,7 +309,10 @@ _A, _B = np.full(T, 0.05), np.full(T, 0.9)
     (dict(betas=np.full(T, 1.5)), r"\(0, 1\]"),
     (dict(betas=np.full(T, -0.5)), r"\(0, 1\]"),
     (dict(betas=np.full(T, np.nan)), "NaN"),
-    (dict(betas=np.full(T, 1e-7)), "rounds to zero"),
+    (dict(betas=np.full(T, 0.4 / BETA_ONE)), "rounds to zero"),
+    (dict(alphas=np.zeros(T)), r"alphas must lie in \(0, inf\).*exp\(log_alpha\)"),
+    (dict(alphas=np.full(T, -0.1)), r"alphas must lie in \(0, inf\)"),
+    (dict(alphas=np.full(T, np.nan)), "alphas contains NaN or Inf"),
     (dict(betas=np.full(T + 1, 0.9)), "30 steps but betas has 31"),
     (dict(alphas=np.full(T - 1, 0.1)), "29 steps"),
     (dict(alphas=np.full((T, 2), 0.1)), r"\(T, 1\) for 1 parameter group"),
@@ -319,7 +323,6 @@ _A, _B = np.full(T, 0.05), np.full(T, 0.9)
     (dict(w0=np.array([1.0, np.nan])), "w0 contains NaN or Inf"),
     (dict(w0={"a": _W0, "b": np.array([np.inf])}), r"w0\['b'\] contains NaN or Inf"),
     (dict(w0=[]), "empty"),
-    (dict(w0=np.array(["a", "b"])), "float"),
     (dict(w0={"a": _W0, "b": _W0}, alphas=np.full((T, 3), 0.1)), r"\(T, 2\) for 2 parameter"),
     (dict(v0=np.ones(5)), "v0"),
     (dict(v0=np.full(6, np.inf)), "v0 contains NaN or Inf"),
@@ -327,7 +330,7 @@ _A, _B = np.full(T, 0.05), np.full(T, 0.9)
     (dict(method="bogus"), "unknown method 'bogus'"),
     (dict(frac_bits=0), r"frac_bits must be an integer in \[1, 62\]"),
     (dict(frac_bits=63), r"frac_bits must be an integer in \[1, 62\]"),
-    (dict(hvp="bogus"), "hvp must be 'auto', 'forward' or 'reverse'"),
+    (dict(hvp="bogus"), "hvp must be one of 'auto', 'forward', 'reverse'"),
 ])
 def test_invalid_input_raises_value_error(method, kwargs, fragment):
     call = dict(w0=_W0, alphas=_A, betas=_B, meta=None, method=method)
@@ -337,6 +340,30 @@ def test_invalid_input_raises_value_error(method, kwargs, fragment):
     with pytest.raises(ValueError, match=fragment):
         reversible.sgd(loss, call.pop("w0"), call.pop("alphas"), call.pop("betas"),
                        call.pop("meta"), **call)
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    (dict(w0=np.array(["a", "b"])), "w0 must be a real float array"),
+    (dict(w0=np.ones(6) + 1j), "w0 is complex"),
+    (dict(w0={"a": _W0, "b": np.ones(2, complex)}), r"w0\['b'\] is complex"),
+    (dict(v0=np.ones(6) * 1j), "v0 is complex"),
+    (dict(alphas=_A + 0j), "alphas is complex"),
+    (dict(betas=_B.astype(np.complex64)), "betas is complex"),
+    (dict(meta=np.array([1j])), "meta is complex"),
+    (dict(alphas=np.full(T, True)), "alphas must be a real float array"),
+    (dict(stats=[]), "stats must be a dict"),
+    (dict(progress="yes"), "progress must be True or False"),
+    (dict(kernel=3), "kernel must be a kernel name"),
+    (dict(train_loss="loss"), "train_loss must be a function"),
+])
+def test_wrong_kind_of_input_raises_type_error(kwargs, fragment):
+    call = dict(train_loss=lambda w, m, t: anp.sum(w**2), w0=_W0, alphas=_A, betas=_B, meta=None)
+    call.update(kwargs)
+    if isinstance(call["w0"], dict):
+        call["train_loss"] = lambda w, m, t: anp.sum(w["a"] ** 2)
+    with pytest.raises(TypeError, match=fragment):
+        reversible.sgd(call.pop("train_loss"), call.pop("w0"), call.pop("alphas"),
+                       call.pop("betas"), call.pop("meta"), **call)
 
 
 def test_unknown_kernel_raises():

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from reversible import kernels, trajectory
-from reversible.buffer import BETA_ONE, PREC_BITS, InfoBuffer, _decode_symbol, symbol_table
+from reversible.buffer import BETA_ONE, InfoBuffer, beta_of
 from reversible.errors import (BufferUnderflowError, FixedPointOverflowError, NonFiniteError,
                                ReversibleError)
 from reversible.fixedpoint import to_fixed
@@ -19,7 +19,8 @@ from reversible.trajectory import Schedule
 numba_kernels = pytest.importorskip("reversible.numba_kernels")
 NP = kernels.numpy_kernel
 NB = numba_kernels.numba_kernel
-BETAS = [0.3, 0.5, 0.5 + 2 ** -16, 0.9, 0.99, 0.999, 1.0]
+BETAS = [2 ** -32, 2 ** -16 - 2 ** -32, 0.3, 0.5 - 2 ** -32, 0.5, 0.5 + 2 ** -32, 0.9, 0.99,
+         0.999, 0.9999, 1 - 2 ** -32, 1.0]
 
 
 # ---------------------------------------------------------------- helpers
@@ -115,47 +116,51 @@ def test_auto_falls_back_to_numpy_without_numba(monkeypatch):
         kernels.get("numba")
 
 
-# ---------------------------------------------------------------- symbol decode
-_DECODE_ALL = []
+# ---------------------------------------------------------------- division helpers
+_DIV_ALL = []
 
 
-def decode_all(cf, n):
-    """``numba_kernels._decode`` over an array (compiled once per session)."""
-    if not _DECODE_ALL:
+def divide_all(x, v, n):
+    """``numba_kernels._quot32`` and ``_floordivmod`` over arrays (compiled once per session)."""
+    if not _DIV_ALL:
         from numba import njit
 
         @njit
-        def run(cf, n):
-            q, rho, iq1, iq = numba_kernels._table(n)
-            u = np.empty_like(cf)
-            for i in range(cf.shape[0]):
-                u[i] = numba_kernels._decode(cf[i], q, rho, iq1, iq)[0]
-            return u
-        _DECODE_ALL.append(run)
-    return _DECODE_ALL[0](cf, n)
+        def run(x, v, n):
+            q, r = np.empty_like(x), np.empty_like(v)
+            a, b = np.empty_like(v), np.empty_like(v)
+            for i in range(x.shape[0]):
+                inv = 1.0 / np.float64(n[i])
+                q[i], r[i] = numba_kernels._quot32(x[i], n[i], np.uint64(n[i]), inv)
+                a[i], b[i] = numba_kernels._floordivmod(v[i], n[i], inv)
+            return q, r, a, b
+        _DIV_ALL.append(run)
+    return _DIV_ALL[0](x, v, n)
 
 
-@pytest.mark.parametrize("n", [1, 3, 4097, 32768, 32769, 58982, 65535,
-                               pytest.param(-58982, marks=pytest.mark.slow)])
-def test_decode_matches_spec(n):
-    """``_decode`` (reciprocals, no division) against ``buffer._decode_symbol``.
-
-    The top 2**18 values of cf (largest numerators, where rounding is
-    tightest) and both sides of every symbol boundary; every ``cf < 2**24``
-    in the slow variant (negative n).
-    """
-    exhaustive, n = n < 0, abs(n)
-    q, rho = symbol_table(np.int64(n))
-    top = 1 << PREC_BITS
-    if exhaustive:
-        cf = np.arange(top, dtype=np.int64)
-    else:
-        u = np.arange(n, dtype=np.int64)
-        starts = u * q + np.minimum(u, rho)
-        cf = np.unique(np.concatenate([np.arange(top - (1 << 18), top), starts, starts - 1,
-                                       starts + q - 1]))
-        cf = cf[(cf >= 0) & (cf < top)]
-    np.testing.assert_array_equal(decode_all(cf, n), _decode_symbol(cf, q, rho))
+def test_float_estimated_divisions_are_exact():
+    """Quotients from float64 reciprocals, fixed up by the remainder, against NumPy's integer
+    division: largest numerators (``x`` just below ``n 2**32``), every n regime, int64 extremes."""
+    rng = np.random.default_rng(0)
+    size = 200_000
+    n = np.where(rng.random(size) < 0.5, rng.integers(1, 1 << 32, size),
+                 rng.integers((1 << 31) - 4, 1 << 32, size)).astype(np.int64)
+    n[:6] = [1, 2, (1 << 31) - 1, 1 << 31, (1 << 31) + 1, (1 << 32) - 1]
+    nu = n.astype(np.uint64)
+    top = nu << np.uint64(32)
+    frac = rng.random(size)
+    x = np.where(frac < 0.3, top - np.uint64(1) - rng.integers(0, 1 << 20, size).astype(np.uint64),
+                 (frac * top.astype(np.float64)).astype(np.uint64))
+    x = np.minimum(x, top - np.uint64(1))
+    x[6:12] = top[6:12] - np.uint64(1)
+    i64 = np.iinfo(np.int64)
+    v = rng.integers(i64.min, i64.max, size, dtype=np.int64, endpoint=True)
+    v[:8] = [i64.min, i64.min + 1, i64.max, i64.max - 1, -1, 0, 1, -(1 << 32)]
+    q, r, a, b = divide_all(x, v, n)
+    np.testing.assert_array_equal(q, x // nu)
+    np.testing.assert_array_equal(r, (x % nu).astype(np.int64))
+    np.testing.assert_array_equal(a, v // n)
+    np.testing.assert_array_equal(b, v % n)
 
 
 # ---------------------------------------------------------------- bit identity
@@ -167,7 +172,7 @@ def test_bit_identical_each_beta(beta):
 
 
 def test_bit_identical_per_group_schedules():
-    """Groups with different betas (all three schemes), contiguous and shuffled, varying in t."""
+    """Groups with different betas (every regime), contiguous and shuffled, varying in t."""
     rng = np.random.default_rng(7)
     for shuffle in (False, True):
         sched, W, V, gs = make_problem(rng, 150, 80, BETAS, G=5, shuffle=shuffle)
@@ -192,14 +197,14 @@ def test_bit_identical_near_range_limits():
 def test_bit_identical_long_run_small_n(T):
     """Long runs on a few elements: heads spill many times, tails span many chunks."""
     rng = np.random.default_rng(11)
-    sched, W, V, gs = make_problem(rng, 6, T, [0.9, 0.3, 0.999, 0.5 + 2 ** -16], G=3)
+    sched, W, V, gs = make_problem(rng, 6, T, [0.9, 0.3, 0.999, 0.5 + 2 ** -32, 2 ** -20], G=3)
     runs = run_both(sched, W, V, gs, 30, chunk_rows=16, check_every=T // 4)
     assert max(len(r.buf.chunks) for r in runs) <= 1      # released on the way back
 
 
 def test_growth_appends_chunks_without_copying():
     rng = np.random.default_rng(5)
-    sched, W, V, gs = make_problem(rng, 50, 300, [0.5 + 2 ** -16])   # ~1 bit per step
+    sched, W, V, gs = make_problem(rng, 50, 200, [2 ** -20])   # ~20 bits per step
     run = Run(NB, W, V, chunk_rows=2)
     run.forward(gs[0], sched, 40, 0)
     seen = []
@@ -211,17 +216,17 @@ def test_growth_appends_chunks_without_copying():
     assert all(a is b for a, b in zip(seen, run.buf.chunks))    # old chunks stay in place
 
 
-def test_push_queue_overflow_resumes():
-    """More simultaneous pushes than the scratch queue holds (all heads spill in one step)."""
+def test_parallel_blocks_with_growth_are_bit_identical(monkeypatch):
+    """Steps large enough for the parallel loops, several groups split into blocks, with
+    every block hitting a full tail mid-step (resume after growth) and two spills per element."""
+    monkeypatch.setattr(numba_kernels, "BLOCK", 700)
+    monkeypatch.setattr(numba_kernels, "PARALLEL_MIN", 1000)
+    monkeypatch.setattr(numba_kernels, "_PLAN_CACHE", {})
     rng = np.random.default_rng(2)
-    N = numba_kernels._SCRATCH + 1000
-    sched, W, V, gs = make_problem(rng, N, 40, [0.5 + 2 ** -16])
-    runs = [Run(NP, W, V, 64), Run(NB, W, V, 64)]
-    for t in range(sched.T):
-        for r in runs:
-            r.forward(gs[t], sched, 40, t)
-    assert runs[0].buf.ptr.sum() > numba_kernels._SCRATCH
-    assert_same(*runs)
+    sched, W, V, gs = make_problem(rng, 5003, 12, [2 ** -30, 0.3, 0.9, 1.0, 0.5], G=4,
+                                   shuffle=False)
+    runs = run_both(sched, W, V, gs, 40, chunk_rows=1, check_every=3)
+    assert numba_kernels._plan(sched.group_index)[0].size >= 8
 
 
 def test_cross_kernel_reversal():
@@ -387,14 +392,16 @@ def test_error_empty_pop_on_corrupted_buffer(betas):
     assert errs[0] == errs[1] and "element" in errs[0]
 
 
-def test_error_empty_pop_in_two_step_forward():
-    sched, W, V, gs = state(beta=0.3)
+def test_error_velocity_overflow_undoing_a_multiply():
+    """A reverse step on a state training never produced can need a velocity beyond int64."""
+    sched, W, V, gs = state(beta=2 ** -30)
+    V = np.full(20, 1 << 62, dtype=np.int64)
 
     def go(r):
-        r.buf.head[[4, 11]] = 1               # corrupt heads force a refill from an empty tail
-        r.forward(gs[0], sched, 40, 0)
+        r.buf.head[:] = np.uint64(1 << 60)
+        r.V = r.k.reverse_velocity(r.V, gs[0] * 0, sched.n[0], sched, r.buf, 40, 0)
     err = expect_same_error(*both(go, W, V, 3))
-    assert isinstance(err, BufferUnderflowError) and "element 4" in str(err)
+    assert isinstance(err, FixedPointOverflowError) and "undoing a multiply" in str(err)
 
 
 def test_trajectory_reports_gradient_error_first():
@@ -439,7 +446,7 @@ def test_schedule_per_element_matches_fancy_indexing():
     rng = np.random.default_rng(8)
     for gi in (np.repeat([0, 1, 2, 3], [5, 1, 7, 2]), rng.integers(0, 4, 40)):
         sched = Schedule.build(rng.random((3, 4)), np.full((3, 4), 0.9), gi, 4)
-        for row in (sched.alphas[1], sched.n[2] / 65536.0):
+        for row in (sched.alphas[1], beta_of(sched.n[2])):
             got = sched.per_element(row)
             assert got.dtype == row.dtype
             np.testing.assert_array_equal(got, row[gi])
@@ -455,3 +462,13 @@ def test_trajectory_huge_finite_gradient_is_an_overflow_not_nan():
             trajectory.forward(lambda w, m, t: np.full(N, 1e308), np.zeros(N), sched, kernel=name)
         msgs.append(str(e.value))
     assert msgs[0] == msgs[1] and "at step 0" in msgs[0]
+
+
+def test_warm_up_compiles_once_and_exercises_every_regime(capsys):
+    """warm_up returns seconds spent, runs forward and reverse (checked), and is free the second time."""
+    first = kernels.warm_up("numba")
+    assert first >= 0.0
+    assert kernels.warm_up("numba") == 0.0
+    assert kernels.warm_up("numpy") >= 0.0
+    err = capsys.readouterr().err
+    assert err.count("\n") <= 1 and (not err or err.startswith("compiling the exact kernel"))

@@ -2,7 +2,7 @@
 
 The reference for the adjoints is autograd applied to an independently written
 float64 training loop (no fixed point, no buffer) using the engine's effective
-momenta ``round(beta * 2**16) / 2**16``.
+momenta ``round(beta * 2**32) / 2**32``.
 """
 
 import autograd
@@ -87,16 +87,16 @@ def test_reversal_is_bit_exact(beta):
 def test_forward_matches_float_loop(frac_bits):
     """Fixed-point training follows the float64 loop.
 
-    A bits-back multiply lands within ``n < 2**16`` grid units of ``beta * V``
-    and additions round to the grid, so each step errs by less than
-    ``2**(16 - frac_bits)``; this problem contracts, so errors add up at most.
+    A bits-back multiply lands within one grid unit of ``beta * V`` and the
+    two conversions round to the grid, so each step errs by at most a few
+    units ``2**-frac_bits``; this problem contracts, so errors add up at most.
     """
     T = 50
     sched, w0, v0, meta = _setup(T=T, G=2)
     state = trajectory.forward(grad, w0, sched, meta, v0, frac_bits=frac_bits)
     _, (w_ref, v_ref) = _reference_objective(w0, v0, sched.alphas, sched.betas, meta,
                                              sched.group_index, T)
-    tol = T * 2.0 ** (16 - frac_bits)
+    tol = T * 2.0 ** (2 - frac_bits)
     assert np.max(np.abs(state.w - w_ref)) < tol
     assert np.max(np.abs(state.v - v_ref)) < tol
     for key in ("forward_seconds", "buffer_bits", "bits_per_element_step",
@@ -123,7 +123,7 @@ def test_adjoints_match_autograd_of_float_loop(G, beta):
             assert np.all(got == 0), name
             continue
         err = np.linalg.norm(got - r) / np.linalg.norm(r)
-        assert err <= 1e-8, (name, err)
+        assert err <= 1e-13, (name, err)
 
 
 def test_dv_cotangent_is_propagated():
@@ -134,7 +134,7 @@ def test_dv_cotangent_is_propagated():
     out = trajectory.reverse(state, vjp, np.zeros(N), np.ones(N), meta, N)
     ref = autograd.grad(lambda a: anp.sum(_reference_objective(
         w0, v0, a, sched.betas, meta, sched.group_index, T)[1][1]))(sched.alphas)
-    assert np.linalg.norm(out["alphas"] - ref) / np.linalg.norm(ref) <= 1e-8
+    assert np.linalg.norm(out["alphas"] - ref) / np.linalg.norm(ref) <= 1e-13
 
 
 @pytest.mark.parametrize("name", kernels.available())

@@ -1,8 +1,8 @@
 """``method="unrolled"``: plain float64 training that autograd differentiates directly.
 
 The independent reference for every other method: O(T N) memory, no fixed
-point.  Momenta are the engine's effective betas (``round(beta * 2**16) /
-2**16``) with a straight-through gradient, so both paths train the same model.
+point.  Momenta are the engine's effective betas (``round(beta * 2**32) /
+2**32``) with a straight-through gradient, so both paths train the same model.
 """
 
 from autograd import grad
