@@ -102,26 +102,11 @@ def check_output_directory(parser, out):
         parser.error(f"argument --out: directory {out!r} is not writable")
 
 
-def warm_up_kernels(fallback=None):
-    """Compile the exact kernel before anything is timed; returns the seconds it took.
-
-    Uses ``reversible.kernels.warm_up`` (which prints its own one-line notice
-    when it compiles).  Where that is missing, ``fallback()`` (a tiny run of
-    the command's own problem) is run once, untimed, with a one-line notice.
-    """
-    import time
-
-    from . import kernels
-    warm_up = getattr(kernels, "warm_up", None)
-    if warm_up is not None:
-        return float(warm_up("auto"))
-    if fallback is None:
-        return 0.0
-    print("compiling the exact kernel (once; excluded from the timings) ...", file=sys.stderr,
-          flush=True)
-    start = time.perf_counter()
-    fallback()
-    return time.perf_counter() - start
+def warm_up_kernels():
+    """Compile the exact kernel before anything is timed (one notice line when it compiles);
+    returns the seconds it took, which the commands report apart from their timings."""
+    from .kernels import warm_up
+    return float(warm_up("auto"))
 
 
 # ------------------------------------------------------------------ download
@@ -129,21 +114,21 @@ def add_download_arguments(parser):
     """``reversible download``'s arguments."""
     parser.add_argument("name", choices=("mnist", "omniglot"), help="data set to fetch")
     parser.add_argument("--dir", default=None,
-                        help="where to put the files (default: the user data directory of "
-                             "reversible.data)")
+                        help="where to put the files (default: $REVERSIBLE_DATA_DIR/NAME, else "
+                             "~/.reversible/data/NAME, where the experiments look)")
+    parser.add_argument("--mirror", default=None, metavar="URL",
+                        help="fetch from this base URL instead of the built-in mirrors "
+                             "(http(s):// or file://); files are still checked by SHA-256")
 
 
 def main_download(args):
-    from . import data
-    download = getattr(data, "download", None)
-    if download is None:                       # the downloader is added by another change
-        print("error: this version of reversible has no data downloader; fetch the files by hand "
-              "(see docs/data.md)", file=sys.stderr)
-        return 1
+    from .data import download
     kwargs = {} if args.dir is None else {"directory": args.dir}
+    if args.mirror is not None:
+        kwargs["base_url"] = args.mirror
     try:
         path = download(args.name, **kwargs)
-    except (OSError, ValueError) as err:       # offline, bad checksum, unwritable directory
+    except (OSError, ValueError) as err:       # offline, altered file, unwritable directory
         print(f"reversible download {args.name}: {type(err).__name__}: {err}", file=sys.stderr)
         return 1
     print(f"{args.name}: ready in {path}")

@@ -79,25 +79,27 @@ def test_download_calls_the_data_helper(monkeypatch, tmp_path, capsys):
     from reversible import data
     calls = []
 
-    def fake_download(name, directory=None):
-        calls.append((name, directory))
+    def fake_download(name, directory=None, base_url=None):
+        calls.append((name, directory, base_url))
         return tmp_path / name
 
-    monkeypatch.setattr(data, "download", fake_download, raising=False)
+    monkeypatch.setattr(data, "download", fake_download)
     assert cli.main(["download", "mnist", "--dir", str(tmp_path)]) == 0
-    assert cli.main(["download", "omniglot"]) == 0
-    assert calls == [("mnist", str(tmp_path)), ("omniglot", None)]
+    assert cli.main(["download", "omniglot", "--mirror", "file:///m/"]) == 0
+    assert calls == [("mnist", str(tmp_path), None), ("omniglot", None, "file:///m/")]
     assert f"mnist: ready in {tmp_path / 'mnist'}" in capsys.readouterr().out
-
-
-def test_download_without_a_data_helper_says_so(monkeypatch, capsys):
-    from reversible import data
-    monkeypatch.delattr(data, "download", raising=False)
-    assert cli.main(["download", "mnist"]) == 1
-    assert "no data downloader" in capsys.readouterr().err
 
 
 def test_module_entry_point_prints_the_version():
     proc = subprocess.run([sys.executable, "-m", "reversible.cli", "--version"], cwd=REPO,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == f"reversible {reversible.__version__}"
+
+
+def test_download_from_a_file_mirror_verifies_the_files(shared_data, tmp_path, capsys):
+    from reversible import data
+    target = tmp_path / "omniglot"
+    mirror = (shared_data / "omniglot").as_uri() + "/"
+    assert cli.main(["download", "omniglot", "--dir", str(target), "--mirror", mirror]) == 0
+    assert data.downloaded("omniglot", target) == target
+    assert f"omniglot: ready in {target}" in capsys.readouterr().out

@@ -712,17 +712,13 @@ def test_cli_unusable_output_directory_fails_before_any_work(command, tmp_path, 
         assert "argument --out:" in err and str(out) in err
 
 
-def test_cli_download_failure_is_one_clear_line(monkeypatch, capsys):
-    from reversible import data
-
-    def offline(name, directory=None):
-        raise ConnectionError(f"cannot reach the {name} mirror; check the network or copy the files")
-
-    monkeypatch.setattr(data, "download", offline, raising=False)
-    assert _cli.main(["download", "mnist"]) == 1
-    err = capsys.readouterr().err
-    assert err.strip() == ("reversible download mnist: ConnectionError: cannot reach the mnist "
-                           "mirror; check the network or copy the files")
+def test_cli_download_failure_is_one_clear_line(tmp_path, capsys):
+    dead = (tmp_path / "no-such-mirror").as_uri() + "/"
+    target = tmp_path / "mnist"
+    assert _cli.main(["download", "mnist", "--dir", str(target), "--mirror", dead]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("reversible download mnist: DownloadError: ") and "\n" not in err
+    assert not [p for p in target.rglob("*") if p.is_file()]        # nothing half-written left
 
 
 def test_cli_usage_error_exit_status_from_a_real_process():
