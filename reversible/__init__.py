@@ -2,7 +2,7 @@
 
 from . import checkpoint
 from .api import sgd
-from .compare import compare
+from .grading import compare
 from .buffer import InfoBuffer, effective_beta, quantize_beta
 from .errors import (BufferUnderflowError, CheckpointError, FixedPointOverflowError,
                      NonFiniteError, ResolutionWarning, ReversibilityError, ReversibleError)
