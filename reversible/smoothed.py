@@ -131,7 +131,7 @@ class SmoothedObjective:
     """
 
     def __init__(self, objective, spec):
-        from .compare import parse_spec, spec_label
+        from .grading import parse_spec, spec_label
         name, opts = parse_spec(spec)
         if name != "smoothed":
             raise ValueError(f"not a smoothed reference spec: {spec!r}")
@@ -149,7 +149,7 @@ class SmoothedObjective:
         self.last = None
 
     def __call__(self, hypers, spec):
-        from .compare import spec_label
+        from .grading import spec_label
         if spec_label(spec) != self.label:
             return self.objective(hypers, spec)
         flat = _Flat(hypers)
@@ -177,7 +177,7 @@ defvjp(_smoothed_value, lambda ans, x, ctx, flat: lambda g: g * ctx._grad)
 def for_compare(objective, reference):
     """``(objective, reference)`` for :func:`reversible.compare`: wrapped when ``reference``
     names ``smoothed``, unchanged otherwise."""
-    from .compare import parse_spec
+    from .grading import parse_spec
     if parse_spec(reference)[0] != "smoothed":
         return objective, reference
     return SmoothedObjective(objective, reference), reference

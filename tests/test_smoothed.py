@@ -12,7 +12,7 @@ from autograd import elementwise_grad, grad
 from scipy.stats import norm
 
 import reversible
-from reversible.compare import grade, method_kwargs
+from reversible.grading import grade, method_kwargs
 from reversible.smoothed import SmoothedObjective, smoothed_gradient
 
 FALSE_FAILURE = 1e-6
