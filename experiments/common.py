@@ -23,10 +23,17 @@ def add_common_arguments(parser, default_out="results"):
                         help="output directory for results (JSON + .npz); default %(default)s")
     parser.add_argument("--quick", action="store_true",
                         help="tiny settings that run in seconds (smoke test)")
-    parser.add_argument("--mnist-dir", default=None,
-                        help="folder with the MNIST IDX files (.gz or raw); default: bundled digits")
-    parser.add_argument("--omniglot-zip", default=None, nargs="+",
-                        help="Omniglot images_background*.zip archive(s) or a folder of them")
+    from reversible.data import downloaded
+    mnist_default, omniglot_default = downloaded("mnist"), downloaded("omniglot")
+    parser.add_argument("--mnist-dir", default=mnist_default and str(mnist_default),
+                        help="folder with the MNIST IDX files (.gz or raw); default: the user data "
+                             "folder filled by `reversible download mnist` if it is there, else "
+                             "the bundled digits (now: %(default)s)")
+    parser.add_argument("--omniglot-zip", default=omniglot_default and [str(omniglot_default)],
+                        nargs="+",
+                        help="Omniglot images_background*.zip archive(s) or a folder of them; "
+                             "default: the folder filled by `reversible download omniglot` if it "
+                             "is there (now: %(default)s)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default %(default)s)")
     return parser
 

@@ -7,7 +7,7 @@ by ``beta1`` / ``beta2`` through the element's rANS head and tail, the rounded
 gradient terms added, ``w`` multiplied by the decay factor, and the position
 increment ``alpha (m / c1) / (sqrt(s / c2) + eps)`` (IEEE division and square
 root, no fused multiply-add) rounded and subtracted; the reverse kernels undo
-it in the opposite order.  ``consts`` holds one row of 14 doubles per group,
+it in the opposite order.  ``consts`` holds one row of 17 doubles per group,
 laid out as :func:`reversible.adam_numba` builds them.  A failure lowers a per-launch flag
 word to the number of its check (``atomicMin``, from ``2**64 - 1``), so the
 host sees the first check that failed in the specification's order and raises
@@ -51,7 +51,7 @@ extern "C" __global__ void adam_fwd(
     i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= N) return;
     int grp = has_gidx ? gidx[i] : 0;
-    const double* k = consts + 14 * (i64)grp;
+    const double* k = consts + 17 * (i64)grp;
     i64 n1 = n1s[grp], n2 = n2s[grp], nd = nds[grp];
     Tail tl = {tail, ptr, N, cap, i};
     bool cap_err = false;
@@ -79,7 +79,7 @@ extern "C" __global__ void adam_undo_position(
     i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= N) return;
     int grp = has_gidx ? gidx[i] : 0;
-    const double* k = consts + 14 * (i64)grp;
+    const double* k = consts + 17 * (i64)grp;
     i64 nd = nds[grp];
     Tail tl = {tail, ptr, N, cap, i};
     bool under = false, ovf = false;
@@ -101,7 +101,7 @@ extern "C" __global__ void adam_undo_moments(
     i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= N) return;
     int grp = has_gidx ? gidx[i] : 0;
-    const double* k = consts + 14 * (i64)grp;
+    const double* k = consts + 17 * (i64)grp;
     i64 n1 = n1s[grp], n2 = n2s[grp];
     Tail tl = {tail, ptr, N, cap, i};
     bool under_s = false, ovf_s = false, under_m = false, ovf_m = false;

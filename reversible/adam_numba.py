@@ -8,8 +8,8 @@ roundings (the same expressions in the same order), so ``W``, ``M``, ``S``
 and the buffer agree bit for bit (``tests/test_adam.py`` checks this).
 
 The buffer arithmetic is the engine's (:mod:`reversible.numba_kernels`'
-element primitives ``quot32``, ``floordivmod``, ``push_word``,
-``refill_word``), composed here into the three multiplications of a step
+element primitives ``quot32``, ``floordivmod``, ``refill_word``,
+``chunk_of``), composed here into the three multiplications of a step
 (by ``beta1`` on ``m``, ``beta2`` on ``s``, the decay factor on ``w``; pushed
 in that order, popped in the reverse order).  Blocks of one group run in
 parallel for large steps.  A forward block stops before an element whose tail
@@ -34,6 +34,7 @@ _JIT = nk.JIT_OPTIONS
 _TWO63 = 2.0 ** 63
 _INT64_MIN = np.int64(-(2 ** 63))
 _MASK32 = np.uint64(0xFFFFFFFF)
+_MASKW = np.uint64(0xFFFF)
 _U32 = np.uint64(32)
 _UW = np.uint64(16)
 _HEAD_LOW = np.uint64(HEAD_LOW)
@@ -57,32 +58,41 @@ def _fix(x):
 
 
 @njit(**_JIT)
-def _mul(v, h, n, inv_n, addrs, rows, N, ptr, i):
+def _push(addrs, rows, N, ptr, i, word):
+    """Push the low 16 bits of ``word`` onto element ``i``'s tail."""
+    p = ptr[i]
+    chunk, row = nk.chunk_of(addrs, rows, N, p)
+    chunk[row, i] = np.uint16(word & _MASKW)
+    ptr[i] = p + 1
+
+
+@njit(**_JIT)
+def _mul(v, h, n, inv2_n, addrs, rows, N, ptr, i):
     """``v * n / 2**32`` through the element's rANS state ``h`` (the engine's pop-first multiply);
-    ``inv_n = 1 / n`` in float64."""
+    ``inv2_n = 2 / n`` in float64."""
     if n >= BETA_ONE:
         return v, h
     nu = np.uint64(n)
     limit = nu << _U32
     if h >= limit:
-        nk.push_word(addrs, rows, N, ptr, i, h)
+        _push(addrs, rows, N, ptr, i, h)
         h >>= _UW
         if h >= limit:
-            nk.push_word(addrs, rows, N, ptr, i, h)
+            _push(addrs, rows, N, ptr, i, h)
             h >>= _UW
-    q, u = nk.quot32(h, n, nu, inv_n)
+    q, u = nk.quot32(h, n, nu, inv2_n)
     P = np.uint64(v & 0xFFFFFFFF) * nu + np.uint64(u)
     return (v >> 32) * n + np.int64(P >> _U32), (q << _U32) | (P & _MASK32)
 
 
 @njit(**_JIT)
-def _div(v, h, n, inv_n, addrs, rows, N, ptr, i, status, uf1, uf2):
-    """Inverse of :func:`_mul`; returns ``(v, h, fits)``."""
+def _div(v, h, n, inv_n, inv2_n, addrs, rows, N, ptr, i, status, uf1, uf2):
+    """Inverse of :func:`_mul` (``inv_n = 1 / n``, ``inv2_n = 2 / n``); returns ``(v, h, fits)``."""
     if n >= BETA_ONE:
         return v, h, True
     nu = np.uint64(n)
-    a, bq = nk.floordivmod(v, n, inv_n)
-    c, u = nk.quot32((np.uint64(bq) << _U32) | (h & _MASK32), n, nu, inv_n)
+    a, bq = nk.floordivmod(v, n, nu, inv_n, inv2_n)
+    c, u = nk.quot32((np.uint64(bq) << _U32) | (h & _MASK32), n, nu, inv2_n)
     fits = (a >= -(1 << 31)) & (a < (1 << 31))
     v = (a << 32) + np.int64(c)
     h = (h >> _U32) * nu + np.uint64(u)
@@ -109,7 +119,7 @@ def _increment(Mi, Si, k):
 
 
 # k: per-group constants [m_scale, s_scale, alpha, c1, c2, eps, one_minus_b1, one_minus_b2,
-#    w_scale, 1 / m_scale, 1 / s_scale, 1 / n1, 1 / n2, 1 / nd]
+#    w_scale, 1 / m_scale, 1 / s_scale, 1 / n1, 1 / n2, 1 / nd, 2 / n1, 2 / n2, 2 / nd]
 @njit(**_JIT)
 def _forward_range(W, M, S, g, lo, hi, n1, n2, nd, k, head, ptr, addrs, rows, status):
     N = W.shape[0]
@@ -125,18 +135,18 @@ def _forward_range(W, M, S, g, lo, hi, n1, n2, nd, k, head, ptr, addrs, rows, st
         i = lo + j
         h = hs[j]
         gi = gs[j]
-        m, h = _mul(Ms[j], h, n1, k[11], addrs, rows, N, ptr, i)
+        m, h = _mul(Ms[j], h, n1, k[14], addrs, rows, N, ptr, i)
         d, finite, fits = _fix((k[6] * gi) * k[0])
         flags |= (0 if finite else 1) | (0 if fits else 2)
         m, wrapped = _added(m, d)
         flags |= 4 if wrapped else 0
-        s, h = _mul(Ss[j], h, n2, k[12], addrs, rows, N, ptr, i)
+        s, h = _mul(Ss[j], h, n2, k[15], addrs, rows, N, ptr, i)
         d, finite, fits = _fix((k[7] * (gi * gi)) * k[1])
         flags |= (0 if finite else 8) | (0 if fits else 16)
         s, wrapped = _added(s, d)
         flags |= 32 if wrapped else 0
         flags |= 64 if s < 0 else 0
-        w, h = _mul(Ws[j], h, nd, k[13], addrs, rows, N, ptr, i)
+        w, h = _mul(Ws[j], h, nd, k[16], addrs, rows, N, ptr, i)
         d, finite, fits = _fix(_increment(m, s, k) * k[8])
         flags |= (0 if finite else 128) | (0 if fits else 256)
         w, wrapped = _added(w, -d)
@@ -166,7 +176,7 @@ def _undo_position_py(W, M, S, blo, bhi, bgroup, nd_row, consts, head, ptr, addr
             flags |= (0 if finite else 1) | (0 if fits else 2)
             w, wrapped = _added(Ws[j], d)
             flags |= 4 if wrapped else 0
-            w, h, ok = _div(w, hs[j], nd, k[13], addrs, rows, N, ptr, lo + j, status[b], 6, 7)
+            w, h, ok = _div(w, hs[j], nd, k[13], k[16], addrs, rows, N, ptr, lo + j, status[b], 6, 7)
             flags |= 0 if ok else 8
             Ws[j], hs[j] = w, h
         status[b, _FLAGS] |= flags
@@ -186,13 +196,13 @@ def _undo_moments_py(M, S, g, blo, bhi, bgroup, n1_row, n2_row, consts, head, pt
             flags |= (0 if finite else 1) | (0 if fits else 2)
             s, wrapped = _added(Ss[j], -d)
             flags |= 4 if (wrapped or d == _INT64_MIN) else 0
-            s, h, ok = _div(s, hs[j], n2, k[12], addrs, rows, N, ptr, i, status[b], 8, 9)
+            s, h, ok = _div(s, hs[j], n2, k[12], k[15], addrs, rows, N, ptr, i, status[b], 8, 9)
             flags |= 0 if ok else 8
             d, finite, fits = _fix((k[6] * gi) * k[0])
             flags |= (0 if finite else 16) | (0 if fits else 32)
             m, wrapped = _added(Ms[j], -d)
             flags |= 64 if (wrapped or d == _INT64_MIN) else 0
-            m, h, ok = _div(m, h, n1, k[11], addrs, rows, N, ptr, i, status[b], 10, 11)
+            m, h, ok = _div(m, h, n1, k[11], k[14], addrs, rows, N, ptr, i, status[b], 10, 11)
             flags |= 0 if ok else 128
             Ms[j], Ss[j], hs[j] = m, s, h
         status[b, _FLAGS] |= flags

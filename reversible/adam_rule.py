@@ -375,13 +375,13 @@ def numpy_undo_moments(state, g, t):
 
 
 def step_constants(state, t):
-    """Per-group ``(n1, n2, nd)`` rows and the float constants of step ``t`` (``(G, 14)``) that
+    """Per-group ``(n1, n2, nd)`` rows and the float constants of step ``t`` (``(G, 17)``) that
     the compiled kernels (numba, CUDA) read: ``[2**fm, 2**fs, alpha, c1, c2, eps, 1 - beta1,
-    1 - beta2, 2**fw, 2**-fm, 2**-fs, 1 / n1, 1 / n2, 1 / nd]``."""
+    1 - beta2, 2**fw, 2**-fm, 2**-fs, 1 / n1, 1 / n2, 1 / nd, 2 / n1, 2 / n2, 2 / nd]``."""
     s, fmt = state.schedule, state.fmt
     c1, c2 = s.bias_corrections()
     G = s.G
-    consts = np.empty((G, 14))
+    consts = np.empty((G, 17))
     consts[:, 0] = 2.0 ** fmt.m.astype(np.float64)
     consts[:, 1] = 2.0 ** fmt.s.astype(np.float64)
     consts[:, 2] = s.alphas[t]
@@ -396,6 +396,9 @@ def step_constants(state, t):
     consts[:, 11] = 1.0 / s.n[t]
     consts[:, 12] = 1.0 / s.n2[t]
     consts[:, 13] = 1.0 / s.n_decay[t]
+    consts[:, 14] = 2.0 / s.n[t]
+    consts[:, 15] = 2.0 / s.n2[t]
+    consts[:, 16] = 2.0 / s.n_decay[t]
     rows = [np.ascontiguousarray(r, dtype=np.int64) for r in (s.n[t], s.n2[t], s.n_decay[t])]
     return rows, consts
 
@@ -429,6 +432,7 @@ class AdamRule(trajectory.UpdateRule):
             state.fmt.resolve(g, self.schedule)
             state.stats["adam_frac_bits"] = state.fmt.as_dict()
         self.kernel.forward_step(state, g, t)
+        return to_float(state.W, state.fmt.w)
 
     def exact_undo_position(self, state, t):
         self.kernel.undo_position(state, t)

@@ -5,31 +5,50 @@ pickle) holding everything :func:`reversible.trajectory.reverse` needs: the
 fixed-point ``W``, ``V``, ``W0``, ``V0``, ``frac_bits``, the information buffer
 (heads, tail pointers and tail words), the schedule (``alphas``, quantised
 momenta ``n``, ``group_index``), the forward statistics (as JSON) and a format
-tag and version.  :func:`train` and :func:`hypergradient` also record the
+tag and format version (files of another version are refused, naming both
+versions).  :func:`train` and :func:`hypergradient` also record the
 layout of ``w0`` and ``meta`` and the value of ``meta``, so that the reverse pass
 of a :func:`reversible.sgd` run can be resumed from the file with nothing but
 the training loss.
 
 Integrity: a SHA-256 digest over every stored array's name, dtype, shape and
 bytes is stored in the file and recomputed on load.  A truncated, altered or
-foreign file, or one written by a newer format, raises
+foreign file, or one of another format version, raises
 :class:`~reversible.errors.CheckpointError`; a loaded state is never silently
 different from the saved one.
+
+Writing: atomic (unique temporary file, fsync, rename) and exclusive (a lock
+file per path; a concurrent second writer gets an error); see :func:`save`.
 """
 
+import contextlib
 import hashlib
 import json
 import os
+import socket
+import tempfile
+import warnings
 
 import numpy as np
 
+from .atomic import atomic_write, remove_temporaries, temporary_prefix
 from .buffer import BETA_ONE, WORD_DTYPE, InfoBuffer
 from .errors import CheckpointError
-from .fixedpoint import DEFAULT_FRAC_BITS, check_frac_bits
+from .fixedpoint import check_frac_bits
 from .trajectory import Schedule, TrainState
 
 FORMAT = "reversible-trainstate"
-VERSION = 1
+#: Format version written and the only one read.  1: reversible 0.1 (momenta
+#: quantised to 2**-16).  2: reversible 0.2 (engine v2; the file also records
+#: the momentum quantum ``beta_bits``, checked against this engine's).
+VERSION = 2
+#: log2 of the momentum quantum's denominator of this engine (beta = n / 2**beta_bits)
+BETA_QUANTUM_BITS = BETA_ONE.bit_length() - 1
+
+
+class CheckpointWarning(UserWarning):
+    """Something about an earlier save needed cleaning up (it is reported, then fixed)."""
+
 
 # arrays covered by the digest, with the dtype each must have
 _ARRAYS = {
@@ -38,7 +57,7 @@ _ARRAYS = {
     "head": np.uint64, "ptr": np.int64, "tail": WORD_DTYPE,
     "alphas": np.float64, "n": np.int64, "group_index": np.int64,
     "stats_json": np.str_, "layout_json": np.str_, "meta": np.float64,
-    "format": np.str_, "version": np.int64,
+    "format": np.str_, "version": np.int64, "beta_bits": np.int64,
 }
 _DIGEST_KEY = "sha256"
 
@@ -90,6 +109,7 @@ def _arrays_of(state, layout=None, meta=None):
         "layout_json": np.array(json.dumps(layout)),
         "meta": np.zeros(0) if meta is None else np.asarray(meta, dtype=np.float64).ravel(),
         "format": np.array(FORMAT), "version": np.array(VERSION, dtype=np.int64),
+        "beta_bits": np.array(BETA_QUANTUM_BITS, dtype=np.int64),
     }
 
 
@@ -98,24 +118,159 @@ def save(state, path, layout=None, meta=None):
 
     ``layout`` (JSON-serialisable) and ``meta`` (a flat float vector) are
     optional extras that :func:`train` stores so that :func:`hypergradient`
-    needs nothing but the training loss.  The file is written to a temporary
-    name and renamed, so an interrupted save never leaves a half-written
-    checkpoint under ``path``.  ``path`` is used as given (NumPy's automatic
-    ``.npz`` suffix is avoided).
+    needs nothing but the training loss.  ``path`` is used as given (NumPy's
+    automatic ``.npz`` suffix is avoided).
+
+    The save is atomic and exclusive: the arrays go to a uniquely named
+    temporary file in the target directory, are flushed to disk and renamed
+    over ``path``, so readers see the old file or the new one, never a mix.
+    While saving, the process holds a lock on ``path + ".lock"``; a second
+    process saving to the same path at the same time gets a
+    :class:`CheckpointError` naming the holder's pid instead of silently losing
+    its state.  Temporary files left by a writer that was killed mid-save are
+    removed by the next save to the same path (with a warning).
     """
     arrays = _arrays_of(state, layout, meta)
-    arrays[_DIGEST_KEY] = np.array(_digest(arrays))
     path = os.fspath(path)
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    check_writable(path)
+    with _WriterLock(path):
+        _write_locked(path, arrays)
     return path
+
+
+def _write_locked(path, arrays):
+    """Add the digest and write atomically; the caller holds the path's writer lock."""
+    arrays[_DIGEST_KEY] = np.array(_digest(arrays))
+    _remove_orphans(path)
+    atomic_write(path, lambda fh: np.savez(fh, **arrays))
+
+
+def check_writable(path):
+    """Raise :class:`CheckpointError` unless a checkpoint can be written at ``path``.
+
+    Checks that the directory exists and accepts a new file (by creating and
+    removing a probe file there), and that ``path`` is not a directory.
+    :func:`train` calls it before the forward pass, so a bad path costs nothing.
+    """
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        what = "is not a directory" if os.path.exists(directory) else "does not exist"
+        raise CheckpointError(f"cannot save checkpoint {path}: directory {directory} {what}; "
+                              "create it first or choose another path")
+    if os.path.isdir(path):
+        raise CheckpointError(f"cannot save checkpoint {path}: it is a directory; give a file name")
+    try:        # a probe suffix of its own: a writer cleaning up its temporaries leaves it alone
+        fd, probe = tempfile.mkstemp(prefix=temporary_prefix(path), suffix=".reversible-probe",
+                                     dir=directory)
+    except OSError as err:
+        raise CheckpointError(f"cannot save checkpoint {path}: directory {directory} is not "
+                              f"writable ({err.strerror}); choose a writable directory") from None
+    os.close(fd)
+    os.remove(probe)
+
+
+def _remove_orphans(path):
+    """Delete temporary files of earlier saves to ``path`` that never finished (writer killed).
+
+    Called while holding the writer lock, so no live writer owns them.
+    """
+    orphans = remove_temporaries(path)
+    if orphans:
+        warnings.warn(f"removed {len(orphans)} unfinished temporary file(s) of an interrupted "
+                      f"save to {path} ({', '.join(orphans)})", CheckpointWarning, stacklevel=4)
+
+
+class _WriterLock:
+    """An exclusive, non-blocking lock on ``path + ".lock"`` holding the writer's pid.
+
+    POSIX: ``flock`` on the lock file, released by the kernel if the writer
+    dies, so a dead writer never blocks the next save; the file left behind is
+    reported (its pid) and reused.  Elsewhere: the file is created with
+    ``O_EXCL`` and a leftover one must be removed by hand (the error says so).
+    """
+
+    def __init__(self, path):
+        self.path = path
+        self.lock_path = path + ".lock"
+        self.fd = None
+
+    def __enter__(self):
+        try:
+            import fcntl
+        except ImportError:            # Windows
+            fcntl = None
+        self.flock = fcntl is not None
+        for _ in range(100):           # retry only if the lock file was replaced under us
+            if fcntl is None:
+                self._acquire_exclusive_create()
+                break
+            if self._acquire_flock(fcntl):
+                break
+        else:
+            raise CheckpointError(f"could not lock {self.lock_path}: it keeps changing")
+        os.write(self.fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        os.fsync(self.fd)
+        return self
+
+    def _holder(self):
+        try:
+            with open(self.lock_path, encoding="utf-8", errors="replace") as fh:
+                return fh.read().strip() or "unknown"
+        except OSError:
+            return "unknown"
+
+    def _busy(self):
+        holder = self._holder().split()
+        who = f"pid {holder[0]}" + (f" on {holder[1]}" if len(holder) > 1 else "")
+        return CheckpointError(
+            f"another process ({who}) is saving a checkpoint to {self.path} right now; "
+            "concurrent saves to one path would lose one of the states: give each run its own "
+            "path, or save again after it has finished")
+
+    def _acquire_flock(self, fcntl):
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise self._busy() from None
+        try:
+            same = os.fstat(fd).st_ino == os.stat(self.lock_path).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:                   # the previous holder removed it after we opened it
+            os.close(fd)
+            return False
+        previous = os.read(fd, 200).decode("utf-8", "replace").split()
+        if previous:
+            warnings.warn(f"a previous save to {self.path} by pid {previous[0]} did not finish "
+                          "(the process died); its lock was released and is reused",
+                          CheckpointWarning, stacklevel=4)
+        os.lseek(fd, 0, os.SEEK_SET)
+        os.ftruncate(fd, 0)
+        self.fd = fd
+        return True
+
+    def _acquire_exclusive_create(self):
+        try:
+            self.fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            err = self._busy()
+            raise CheckpointError(f"{err} (if no such process is running, delete "
+                                  f"{self.lock_path})") from None
+
+    def __exit__(self, *exc):
+        if self.flock:
+            with contextlib.suppress(OSError):
+                os.remove(self.lock_path)   # before unlocking: a waiter then sees a changed file
+            os.close(self.fd)               # closing releases the flock
+        else:
+            os.close(self.fd)               # Windows cannot remove an open file
+            with contextlib.suppress(OSError):
+                os.remove(self.lock_path)
+        self.fd = None
+        return False
 
 
 def _read(path):
@@ -161,11 +316,7 @@ def _load_all(path):
     if fmt.dtype.kind != "U" or fmt.shape != () or str(fmt) != FORMAT:
         raise CheckpointError(f"{path} is not a reversible TrainState checkpoint "
                               f"(format tag {fmt!r}, expected {FORMAT!r})")
-    version = arrays.get("version")
-    if version is not None and version.shape == () and version.dtype.kind == "i" \
-            and int(version) != VERSION:
-        raise CheckpointError(f"{path} has checkpoint format version {int(version)}; this "
-                              f"version of reversible reads version {VERSION}")
+    _check_version(path, arrays.get("version"), arrays.get("beta_bits"))
     missing = sorted(set(_ARRAYS) - set(arrays))
     extra = sorted(set(arrays) - set(_ARRAYS) - {_DIGEST_KEY})
     if missing or extra:
@@ -185,6 +336,30 @@ def _load_all(path):
     except (ValueError, json.JSONDecodeError) as err:
         raise CheckpointError(f"{path}: inconsistent checkpoint: {err}") from None
     return state, layout, arrays["meta"].copy()
+
+
+def _check_version(path, version, beta_bits):
+    """Refuse a file of another format version, or of this version from another momentum quantum."""
+    if version is None:
+        raise CheckpointError(f"{path} records no checkpoint format version (an early reversible "
+                              f"file); this version of reversible reads format version {VERSION} "
+                              "only: rerun the forward pass to write a new checkpoint")
+    if version.shape != () or version.dtype.kind not in "iu":
+        raise CheckpointError(f"{path}: the format version is not an integer ({version!r}); "
+                              f"this version of reversible reads format version {VERSION}")
+    if int(version) != VERSION:
+        written_by = {1: " (written by reversible 0.1, whose engine quantised momenta to 2**-16)"}
+        raise CheckpointError(
+            f"{path} is checkpoint format version {int(version)}"
+            f"{written_by.get(int(version), '')}; this version of reversible reads format version "
+            f"{VERSION} only: rerun the forward pass with this version to write a new checkpoint "
+            "(or reverse it with the version that wrote it)")
+    if beta_bits is None or beta_bits.shape != () or beta_bits.dtype.kind not in "iu" \
+            or int(beta_bits) != BETA_QUANTUM_BITS:
+        raise CheckpointError(
+            f"{path} was written by an engine that quantises momenta to 2**-{beta_bits} but this "
+            f"engine uses 2**-{BETA_QUANTUM_BITS}: its buffer cannot be reversed here; rerun the "
+            "forward pass")
 
 
 def _build(a):
@@ -238,51 +413,36 @@ def _example_from_json(node):
     return tuple(items) if node["kind"] == "tuple" else items
 
 
-def _flat_loss(train_loss, structure, meta_structure):
-    def loss_flat(w, m_flat, t):
-        mm = None if meta_structure is None else meta_structure.unflatten(m_flat)
-        return train_loss(structure.unflatten(w), mm, t)
-    return loss_flat
-
-
 def train(train_loss, w0, alphas, betas, meta=None, *, path, v0=None, frac_bits=None,
           kernel="auto", progress=False, stats=None):
     """Run the exact forward pass of :func:`reversible.sgd` and save it to ``path``.
 
     Same arguments and validation as ``sgd``; returns ``w_T`` in the structure
-    of ``w0``.  The checkpoint also records the layout of ``w0`` and ``meta``
+    of ``w0``.  A ``path`` that cannot be written (missing or read-only
+    directory) raises :class:`CheckpointError` before any training, and so
+    does a ``path`` another process is writing: the writer lock (see
+    :func:`save`) is taken before the forward pass and held until the file is
+    written.  The checkpoint also records the layout of ``w0`` and ``meta``
     and the value of ``meta``, so :func:`hypergradient` needs only the loss.
     """
-    from . import api                       # late: api imports the method registry
-    from .problem import Problem
-    from .structure import Structure
+    from .inputs import sgd_inputs           # late: inputs imports the problem and engine
     from .trajectory import forward
 
-    structure = Structure(w0, "w0")
-    G = structure.num_groups
-    w0_flat = np.asarray(structure.flatten(w0), dtype=np.float64)
-    v0_flat = np.zeros(structure.size) if v0 is None else np.asarray(
-        api._flatten_like(structure, v0), dtype=np.float64)
-    alphas2 = np.asarray(api._schedule(alphas, G, "alphas"), dtype=np.float64)
-    betas2 = np.asarray(api._schedule(betas, G, "betas"), dtype=np.float64)
-    if alphas2.shape[0] != betas2.shape[0]:
-        raise ValueError(f"alphas has {alphas2.shape[0]} steps but betas has {betas2.shape[0]}; "
-                         "give both one row per training step")
-    meta_structure = None if meta is None else Structure(meta, "meta")
-    meta_flat = None if meta is None else np.asarray(meta_structure.flatten(meta), dtype=np.float64)
-    frac_bits = check_frac_bits(DEFAULT_FRAC_BITS if frac_bits is None else frac_bits)
-    layout = {"w0": _tree_to_json(structure.tree),
-              "meta": None if meta is None else _tree_to_json(meta_structure.tree),
+    path = os.fspath(path)
+    check_writable(path)                    # before the forward pass, which may take hours
+    inp = sgd_inputs(train_loss, w0, alphas, betas, meta, v0=v0, frac_bits=frac_bits,
+                     kernel=kernel, progress=progress, stats=stats)
+    problem, params = inp.problem, inp.params
+    layout = {"w0": _tree_to_json(params.structure.tree),
+              "meta": None if meta is None else _tree_to_json(params.meta_structure.tree),
               "alphas_ndim": int(np.ndim(alphas)), "betas_ndim": int(np.ndim(betas))}
-    problem = Problem(_flat_loss(train_loss, structure, meta_structure), w0_flat, v0_flat,
-                      alphas2, betas2, meta_flat, structure.group_index(), frac_bits, kernel,
-                      progress)
-    state = forward(problem.grad, w0_flat, problem.schedule(), meta_flat, v0_flat, frac_bits,
-                    kernel, progress)
-    save(state, path, layout, meta_flat)
-    if stats is not None:
-        stats.update(state.stats)
-    return structure.unflatten(state.w)
+    with _WriterLock(path):                 # held from before training: a clash costs nothing
+        state = forward(problem.grad, problem.w0, problem.schedule(), problem.meta, problem.v0,
+                        problem.frac_bits, problem.kernel, problem.progress)
+        state.stats["first_step_rounding"] = problem.first_step_rounding
+        _write_locked(path, _arrays_of(state, layout, problem.meta))
+    inp.stats.update(state.stats)
+    return params.unflatten(state.w)
 
 
 def hypergradient(path, train_loss, dw_T, *, dv_T=None, kernel="auto", progress=False,
@@ -297,10 +457,16 @@ def hypergradient(path, train_loss, dw_T, *, dv_T=None, kernel="auto", progress=
     :class:`~reversible.errors.ReversibilityError` if ``train_loss`` does not
     reproduce the saved trajectory bit for bit.
     """
+    from . import validate
+    from .inputs import HVP_MODES
     from .problem import Problem
     from .structure import Structure
     from .trajectory import reverse
 
+    validate.function(train_loss, "train_loss", " train_loss(w, meta, t) -> scalar")
+    stats = validate.stats_dict(stats)
+    progress = validate.flag(progress, "progress")
+    validate.choice(hvp, "hvp", HVP_MODES)
     state, layout, meta_flat = _load_all(path)
     if not isinstance(layout, dict) or "w0" not in layout:
         raise CheckpointError(f"{path} holds no layout of w0: write it with "
@@ -311,14 +477,15 @@ def hypergradient(path, train_loss, dw_T, *, dv_T=None, kernel="auto", progress=
     meta = None if meta_structure is None else meta_flat
     if structure.size != state.W.size or (meta is not None and meta.size != meta_structure.size):
         raise CheckpointError(f"{path}: recorded layout does not match the stored arrays")
-    dw = np.asarray(structure.flatten(dw_T), dtype=np.float64)
-    dv = None if dv_T is None else np.asarray(structure.flatten(dv_T), dtype=np.float64)
-    problem = Problem(_flat_loss(train_loss, structure, meta_structure), state.w.copy(),
-                      state.v.copy(), state.schedule.alphas, state.schedule.betas, meta,
-                      state.schedule.group_index, state.frac_bits, kernel, progress, hvp)
+    dw = validate.real_array(structure.flatten(dw_T), "dw_T").astype(np.float64)
+    dv = None if dv_T is None else validate.real_array(structure.flatten(dv_T),
+                                                       "dv_T").astype(np.float64)
+    problem = Problem.from_containers(
+        train_loss, structure, meta_structure, w0=state.w.copy(), v0=state.v.copy(),
+        alphas=state.schedule.alphas, betas=state.schedule.betas, meta=meta,
+        frac_bits=state.frac_bits, kernel=kernel, progress=progress, hvp=hvp)
     out = reverse(state, problem.vjp, dw, dv, meta, problem.meta_size, kernel, progress)
-    if stats is not None:
-        stats.update(state.stats)
+    stats.update(state.stats)
     result = {"w0": structure.unflatten(out["w0"]), "v0": structure.unflatten(out["v0"]),
               "meta": None if meta is None else meta_structure.unflatten(out["meta"])}
     for name in ("alphas", "betas"):

@@ -3,27 +3,39 @@
 * :func:`load_digits` - scikit-learn's bundled 8x8 digits (the embedded default);
 * :func:`load_mnist` - MNIST from IDX files (``.gz`` or raw) in a user-given folder;
 * :func:`load_omniglot` - Omniglot PNGs read from zip archives in memory;
+* :func:`download_mnist`, :func:`download_omniglot` (:func:`download`) - fetch the
+  published files into :func:`default_data_dir`, verified by SHA-256;
 * :func:`split`, :func:`one_hot`;
 * :func:`batch_indices` - minibatch indices as a pure function of ``(seed, t)``,
   which exact reversal needs: the reverse pass must see the forward pass's batch.
 
 Every loader returns a :class:`Dataset` whose ``X`` is float64 in ``[0, 1]``
-with one flattened image per row.
+with one flattened image per row.  Loaders distrust their files: IDX headers
+are checked before any payload is read (and decompression stops at the size
+they promise), zip member names must follow the Omniglot layout, and PNGs of
+any bit depth or with transparency are converted by luminance and alpha.
 """
 
 import dataclasses
 import functools
 import gzip
+import hashlib
+import http.client
 import io
+import math
 import os
 import pathlib
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from .atomic import atomic_write
+
 __all__ = ["Dataset", "OmniglotData", "load_digits", "load_mnist", "read_idx", "load_omniglot",
-           "load_dataset", "split", "one_hot", "batch_indices"]
+           "load_dataset", "split", "one_hot", "batch_indices", "default_data_dir", "download",
+           "download_mnist", "download_omniglot", "downloaded", "DownloadError"]
 
 
 @dataclass
@@ -120,46 +132,81 @@ def load_digits():
 
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
-
-def _read_bytes(path):
-    path = pathlib.Path(path)
-    try:
-        if path.name.endswith(".gz"):
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        return path.read_bytes()
-    except (OSError, EOFError, gzip.BadGzipFile) as e:
-        raise ValueError(f"cannot read {path}: {e} (corrupt or truncated file? "
-                         "download it again)") from e
+#: default bound on the payload an IDX header may promise (the MNIST training images need 47 MB)
+IDX_MAX_BYTES = 1 << 30
 
 
-def read_idx(path, expect_magic=None):
+def _read_up_to(f, n):
+    """Up to ``n`` bytes from ``f`` (fewer only at end of stream), read in bounded chunks."""
+    out = bytearray(n)
+    view, got = memoryview(out), 0
+    while got < n:
+        k = f.readinto(view[got:got + (1 << 20)])
+        if not k:
+            break
+        got += k
+    del view
+    return out if got == n else out[:got]
+
+
+def read_idx(path, expect_magic=None, expect_shape=None, max_bytes=IDX_MAX_BYTES):
     """Read one IDX file (raw or ``.gz``) into an array, validating header and size.
 
     ``expect_magic`` (e.g. 2051 for images, 2049 for labels), if given, must
-    match the file's magic number.
+    match the file's magic number; ``expect_shape`` (``None`` entries match
+    any size), if given, must match the header's dimensions.  The header is
+    checked before any payload is read: its promised size (computed with
+    Python integers, so huge dimensions cannot wrap) must fit ``max_bytes``
+    and, for a raw file, equal the file's size.  A ``.gz`` file is
+    decompressed in a stream and never beyond the promised size plus one
+    byte, so a gzip bomb costs no more memory than the header admits.
     """
     path = pathlib.Path(path)
-    raw = _read_bytes(path)
-    if len(raw) < 4:
-        raise ValueError(f"{path}: only {len(raw)} bytes, too short for an IDX header (truncated?)")
-    magic = int.from_bytes(raw[:4], "big")
-    if expect_magic is not None and magic != expect_magic:
-        raise ValueError(f"{path}: magic number {magic}, expected {expect_magic} "
-                         "(wrong file, or not an IDX file)")
-    if raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES or raw[3] < 1:
-        raise ValueError(f"{path}: magic number {magic} is not a valid IDX header")
-    ndim = raw[3]
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise ValueError(f"{path}: header needs {header} bytes but the file has {len(raw)} (truncated)")
-    dims = tuple(int.from_bytes(raw[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    expected = header + int(np.prod(dims)) * dtype.itemsize
-    if len(raw) != expected:
-        raise ValueError(f"{path}: dimensions {dims} need {expected} bytes but the file has "
-                         f"{len(raw)} ({'truncated' if len(raw) < expected else 'trailing data'})")
-    return np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
+    gz = path.name.endswith(".gz")
+    try:
+        with (gzip.open(path, "rb") if gz else open(path, "rb")) as f:
+            head = _read_up_to(f, 4)
+            if len(head) < 4:
+                raise ValueError(f"{path}: only {len(head)} bytes, too short for an IDX header "
+                                 "(truncated?)")
+            magic = int.from_bytes(head, "big")
+            if expect_magic is not None and magic != expect_magic:
+                raise ValueError(f"{path}: magic number {magic}, expected {expect_magic} "
+                                 "(wrong file, or not an IDX file)")
+            if head[0] != 0 or head[1] != 0 or head[2] not in _IDX_DTYPES or head[3] < 1:
+                raise ValueError(f"{path}: magic number {magic} is not a valid IDX header")
+            ndim = head[3]
+            header = 4 + 4 * ndim
+            raw_dims = _read_up_to(f, 4 * ndim)
+            if len(raw_dims) < 4 * ndim:
+                raise ValueError(f"{path}: header needs {header} bytes but the file ends after "
+                                 f"{4 + len(raw_dims)} (truncated)")
+            dims = tuple(int.from_bytes(raw_dims[4 * i: 4 * i + 4], "big") for i in range(ndim))
+            dtype = np.dtype(_IDX_DTYPES[head[2]])
+            if expect_shape is not None and (len(dims) != len(expect_shape) or any(
+                    e is not None and d != e for d, e in zip(dims, expect_shape))):
+                want = ", ".join("N" if e is None else str(e) for e in expect_shape)
+                raise ValueError(f"{path}: dimensions {dims}, expected ({want})")
+            payload = math.prod(dims) * dtype.itemsize           # Python ints: no wrap-around
+            expected = header + payload
+            if payload > max_bytes:
+                raise ValueError(f"{path}: header promises dimensions {dims} = {payload:,} bytes, "
+                                 f"more than max_bytes={max_bytes:,} (corrupt header?)")
+            if not gz and os.fstat(f.fileno()).st_size != expected:
+                size = os.fstat(f.fileno()).st_size
+                raise ValueError(f"{path}: dimensions {dims} need {expected} bytes but the file "
+                                 f"has {size} ({'truncated' if size < expected else 'trailing data'})")
+            data = _read_up_to(f, payload)
+            if len(data) < payload:
+                raise ValueError(f"{path}: dimensions {dims} need {expected} bytes but the data "
+                                 f"end after {header + len(data)} (truncated)")
+            if f.read(1):
+                raise ValueError(f"{path}: dimensions {dims} need {expected} bytes but more data "
+                                 "follow (trailing data; corrupt file or a gzip bomb)")
+    except (OSError, EOFError, zlib.error) as e:
+        raise ValueError(f"cannot read {path}: {e} (corrupt or truncated file? "
+                         "download it again)") from e
+    return np.frombuffer(data, dtype=dtype).reshape(dims)
 
 
 def _find_idx(directory, stem):
@@ -170,8 +217,9 @@ def _find_idx(directory, stem):
     return None
 
 
-def load_mnist(directory, n=None):
-    """MNIST from the IDX files in ``directory`` (``.gz`` or raw).
+def load_mnist(directory=None, n=None):
+    """MNIST from the IDX files in ``directory`` (``.gz`` or raw; default: the
+    folder :func:`download_mnist` fills).
 
     Reads ``train-images-idx3-ubyte`` / ``train-labels-idx1-ubyte`` when
     present, then ``t10k-images-idx3-ubyte`` / ``t10k-labels-idx1-ubyte``, and
@@ -179,8 +227,12 @@ def load_mnist(directory, n=None):
     Pixels are scaled to [0, 1]; ``image_shape`` is (28, 28).
     """
     if directory is None:
-        raise ValueError("load_mnist needs the directory holding the MNIST IDX files "
-                         "(e.g. t10k-images-idx3-ubyte.gz); pass mnist_dir=...")
+        directory = downloaded("mnist")
+        if directory is None:
+            raise ValueError(f"no MNIST folder given and none downloaded to "
+                             f"{default_data_dir() / 'mnist'}: run `reversible download mnist` "
+                             "(or reversible.data.download_mnist()), or pass the folder holding "
+                             "the IDX files (e.g. t10k-images-idx3-ubyte.gz) as mnist_dir=...")
     directory = pathlib.Path(directory)
     if not directory.is_dir():
         raise ValueError(f"MNIST directory {directory} does not exist")
@@ -193,8 +245,8 @@ def load_mnist(directory, n=None):
         if img_p is None or lab_p is None:
             missing = f"{part}-images-idx3-ubyte" if img_p is None else f"{part}-labels-idx1-ubyte"
             raise ValueError(f"{directory}: found one {part} file but not {missing}[.gz]")
-        images = read_idx(img_p, expect_magic=2051)
-        labels = read_idx(lab_p, expect_magic=2049)
+        images = read_idx(img_p, expect_magic=2051, expect_shape=(None, 28, 28))
+        labels = read_idx(lab_p, expect_magic=2049, expect_shape=(None,))
         if images.dtype != np.uint8 or images.ndim != 3 or images.shape[1:] != (28, 28):
             raise ValueError(f"{img_p}: expected uint8 images of shape (N, 28, 28); "
                              f"got {images.dtype} {images.shape}")
@@ -221,8 +273,13 @@ def load_mnist(directory, n=None):
 
 def _zip_list(zip_paths):
     if zip_paths is None:
-        raise ValueError("load_omniglot needs the Omniglot zip archive(s) "
-                         "(e.g. images_background_small1.zip) or a folder holding them")
+        zip_paths = downloaded("omniglot")
+        if zip_paths is None:
+            raise ValueError(f"no Omniglot archives given and none downloaded to "
+                             f"{default_data_dir() / 'omniglot'}: run `reversible download "
+                             "omniglot` (or reversible.data.download_omniglot()), or pass the zip "
+                             "archive(s) (e.g. images_background_small1.zip) or their folder "
+                             "as omniglot_zip=...")
     if isinstance(zip_paths, (str, os.PathLike)):
         zip_paths = [zip_paths]
     out = []
@@ -243,23 +300,79 @@ def _zip_list(zip_paths):
 
 
 def _ink_image(png_bytes, size, where):
+    """Ink in [0, 1] (1 = stroke) of one PNG, ``size x size`` by area averaging.
+
+    Bilevel, grey, palette, RGB and 16-bit grey images are converted by
+    luminance at their own bit depth; transparent pixels count as background
+    (white), so an RGBA drawing on a transparent sheet reads as its strokes.
+    """
     from PIL import Image
     try:
         with Image.open(io.BytesIO(png_bytes)) as im:
-            gray = im.convert("L")
+            if im.format != "PNG":
+                raise ValueError(f"a {im.format} image, not a PNG")
+            if im.mode in ("I;16", "I;16B", "I;16L", "I"):          # 16-bit grey
+                grey = np.asarray(im, dtype=np.float64)
+                if grey.size and (grey.min() < 0 or grey.max() > 65535):
+                    raise ValueError(f"mode {im.mode} values outside 0..65535")
+                lum, alpha = grey / 65535.0, 1.0
+            elif im.mode in ("1", "L", "P", "LA", "PA", "RGB", "RGBA", "La"):
+                la = np.asarray(im.convert("RGBA").convert("LA"), dtype=np.float64) / 255.0
+                lum, alpha = la[..., 0], la[..., 1]
+            else:
+                raise ValueError(f"unsupported PNG mode {im.mode!r} (expected bilevel, grey, "
+                                 "palette, RGB(A) or 16-bit grey)")
     except Exception as e:  # PIL raises several types for bad images
         raise ValueError(f"{where}: cannot decode PNG ({e})") from e
-    ink = 1.0 - np.asarray(gray, dtype=np.float32) / 255.0           # strokes are dark on white
+    ink = ((1.0 - lum) * alpha).astype(np.float32)                  # strokes are dark on white
     if ink.shape != (size, size):
         # area average in float (mode "F"), so no rounding to 8 bits
         ink = np.asarray(Image.fromarray(ink).resize((size, size), Image.Resampling.BOX))
     return np.clip(ink.astype(np.float64).reshape(-1), 0.0, 1.0)
 
 
-def load_omniglot(zip_paths, size=28, alphabets=None):
+def _omniglot_members(zf, zp):
+    """``{(alphabet, character, file): member}`` of one archive, checking every member name.
+
+    Each file must be ``<top>/<alphabet>/<character>/<name>.png`` under one
+    top folder; a name that is absolute, uses ``..``, ``.``, backslashes or
+    empty parts, another layout, or appears twice makes the archive refused
+    (it could otherwise add an alphabet or replace another archive's image).
+    """
+    out, tops = {}, set()
+    for info in zf.infolist():
+        name = info.filename
+        parts = name.rstrip("/").split("/")
+        unsafe = (name.startswith("/") or "\\" in name or ":" in parts[0]
+                  or any(p in ("", ".", "..") for p in parts))
+        if unsafe:
+            raise ValueError(f"{zp}: refusing member {name!r}: its name escapes the archive's "
+                             "folder (absolute path, '..', '.', backslash or empty part)")
+        tops.add(parts[0])
+        if info.is_dir():
+            if len(parts) > 3:
+                raise ValueError(f"{zp}: unexpected folder {name!r}: Omniglot archives hold "
+                                 "<top>/<alphabet>/<character>/<file>.png")
+            continue
+        if len(parts) != 4 or not parts[-1].lower().endswith(".png"):
+            raise ValueError(f"{zp}: unexpected member {name!r}: Omniglot archives hold only "
+                             "<top>/<alphabet>/<character>/<file>.png")
+        key = tuple(parts[1:])
+        if key in out:
+            raise ValueError(f"{zp}: member {name!r} appears twice (one copy would replace the "
+                             "other)")
+        out[key] = name
+    if len(tops) > 1:
+        raise ValueError(f"{zp}: members lie under several top folders {sorted(tops)}; an Omniglot "
+                         "archive has one (e.g. images_background_small1/)")
+    return out
+
+
+def load_omniglot(zip_paths=None, size=28, alphabets=None):
     """Omniglot drawings read in memory from zip archives (nothing is extracted).
 
-    ``zip_paths``: one archive, a list of them, or a folder of ``*.zip``; each
+    ``zip_paths``: one archive, a list of them, or a folder of ``*.zip``
+    (default: the folder :func:`download_omniglot` fills); each
     holds ``<top>/<alphabet>/<character>/<id>_<drawer>.png``.  An alphabet
     present in several archives is merged by name (a file at the same
     alphabet/character/name path is kept once).  Images become ``size x size``
@@ -277,11 +390,7 @@ def load_omniglot(zip_paths, size=28, alphabets=None):
         except (zipfile.BadZipFile, OSError) as e:
             raise ValueError(f"{zp}: not a readable zip archive ({e})") from e
         with zf:
-            for member in zf.namelist():
-                parts = member.split("/")
-                if len(parts) < 4 or not parts[-1].lower().endswith(".png"):
-                    continue
-                key = tuple(parts[-3:])
+            for key, member in _omniglot_members(zf, zp).items():
                 entries.setdefault(key, (zp, member))
     if not entries:
         raise ValueError(f"no <alphabet>/<character>/<file>.png entries in {zip_paths}")
@@ -324,6 +433,177 @@ def load_omniglot(zip_paths, size=28, alphabets=None):
     character = np.array([char_index[k[:2]] for k in keys], np.int64)
     return OmniglotData(X, y, len(class_index), (size, size), "omniglot",
                         alphabet=alphabet, alphabet_names=names, character=character)
+
+
+# ----------------------------------------------------------------------------- downloads
+
+#: environment variable naming the user data directory (default ``~/.reversible/data``)
+DATA_DIR_ENV = "REVERSIBLE_DATA_DIR"
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    """One published file: its name, size in bytes and SHA-256."""
+
+    name: str
+    size: int
+    sha256: str
+
+
+#: the four MNIST IDX archives as published (LeCun, Cortes & Burges), with their SHA-256
+MNIST_FILES = (
+    RemoteFile("train-images-idx3-ubyte.gz", 9_912_422,
+               "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609"),
+    RemoteFile("train-labels-idx1-ubyte.gz", 28_881,
+               "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c"),
+    RemoteFile("t10k-images-idx3-ubyte.gz", 1_648_877,
+               "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6"),
+    RemoteFile("t10k-labels-idx1-ubyte.gz", 4_542,
+               "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6"),
+)
+#: mirrors tried in order (the original yann.lecun.com site often refuses downloads)
+MNIST_URLS = ("https://ossci-datasets.s3.amazonaws.com/mnist/",
+              "https://storage.googleapis.com/cvdf-datasets/mnist/")
+
+#: the two small Omniglot background sets (Lake, Salakhutdinov & Tenenbaum; MIT licence)
+OMNIGLOT_FILES = (
+    RemoteFile("images_background_small1.zip", 1_319_022,
+               "f38eb80f801274ac2b4dff5b24289016bfaba4a7d5bb50deebf27104ad6cb8a4"),
+    RemoteFile("images_background_small2.zip", 1_580_917,
+               "3ccaa407515a8778e5d0861875af38b17e418f301ad5bb3b5a6b65d901a41c7f"),
+)
+OMNIGLOT_URLS = ("https://raw.githubusercontent.com/brendenlake/omniglot/master/python/",)
+
+#: data set name -> (published files, mirror base URLs tried in order)
+DATASETS = {"mnist": (MNIST_FILES, MNIST_URLS), "omniglot": (OMNIGLOT_FILES, OMNIGLOT_URLS)}
+
+
+class DownloadError(OSError):
+    """A data file could not be fetched, or what was fetched is not the published file."""
+
+
+def default_data_dir():
+    """The user data directory: ``$REVERSIBLE_DATA_DIR`` if set, else ``~/.reversible/data``."""
+    env = os.environ.get(DATA_DIR_ENV)
+    return pathlib.Path(env).expanduser() if env else pathlib.Path.home() / ".reversible" / "data"
+
+
+def _dataset_dir(name, directory):
+    if name not in DATASETS:
+        raise ValueError(f"unknown data set {name!r}; choose one of {sorted(DATASETS)}")
+    return pathlib.Path(directory) if directory is not None else default_data_dir() / name
+
+
+def downloaded(name, directory=None):
+    """The folder holding the downloaded files of ``name`` (``"mnist"`` or ``"omniglot"``), or None.
+
+    Looks in ``directory`` (default ``default_data_dir() / name``) for every
+    published file at its published size (the full SHA-256 check happens on
+    download); used for the experiments' default ``--mnist-dir`` / ``--omniglot-zip``.
+    """
+    folder = _dataset_dir(name, directory)
+    files = DATASETS[name][0]
+    ok = all((folder / f.name).is_file() and (folder / f.name).stat().st_size == f.size
+             for f in files)
+    return folder if ok else None
+
+
+def _sha256_of(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _fetch(url, remote, target, progress):
+    """Stream ``url`` into ``target`` atomically, refusing anything but the published bytes."""
+    import urllib.request   # late: only downloads need it
+
+    def write(fh):
+        h, got = hashlib.sha256(), 0
+        bar = None
+        with urllib.request.urlopen(url, timeout=60) as response:
+            if progress:
+                from tqdm.auto import tqdm
+                bar = tqdm(total=remote.size, unit="B", unit_scale=True, desc=remote.name,
+                           leave=False)
+            try:
+                while True:
+                    block = response.read(1 << 16)
+                    if not block:
+                        break
+                    got += len(block)
+                    if got > remote.size:
+                        raise DownloadError(f"{url} sends more than the {remote.size:,} bytes of "
+                                            f"the published {remote.name}; refusing it")
+                    h.update(block)
+                    fh.write(block)
+                    if bar is not None:
+                        bar.update(len(block))
+            finally:
+                if bar is not None:
+                    bar.close()
+        if got != remote.size or h.hexdigest() != remote.sha256:
+            raise DownloadError(f"{url} gave {got:,} bytes with SHA-256 {h.hexdigest()}, not the "
+                                f"published {remote.name} ({remote.size:,} bytes, SHA-256 "
+                                f"{remote.sha256}); nothing was saved")
+
+    atomic_write(target, write)
+
+
+def download(name, directory=None, *, base_url=None, progress=True):
+    """Download the published files of ``name`` (``"mnist"`` or ``"omniglot"``) and verify them.
+
+    Files go to ``directory`` (default ``default_data_dir() / name``, created
+    if needed); returns that folder, ready for :func:`load_mnist` /
+    :func:`load_omniglot`.  A file already there with the published SHA-256 is
+    kept (no download); one that differs is replaced.  Each download is
+    checked against the published size and SHA-256 before it is renamed into
+    place, so a failed or altered download never leaves a file behind.
+    ``base_url`` (e.g. ``"file:///mnt/mirror/"`` or an HTTP mirror) replaces
+    the built-in mirrors.  Raises :class:`DownloadError` when no mirror gives
+    the file, saying how to place it by hand.
+    """
+    folder = _dataset_dir(name, directory)
+    files, mirrors = DATASETS[name]
+    if base_url is not None:
+        mirrors = (base_url if base_url.endswith("/") else base_url + "/",)
+    folder.mkdir(parents=True, exist_ok=True)
+    for remote in files:
+        target = folder / remote.name
+        if target.is_file() and target.stat().st_size == remote.size \
+                and _sha256_of(target) == remote.sha256:
+            continue
+        failures = []
+        for mirror in mirrors:
+            url = mirror + remote.name
+            try:
+                _fetch(url, remote, target, progress)
+                break
+            except DownloadError as err:
+                failures.append(str(err))
+            except (OSError, ValueError, http.client.HTTPException) as err:   # offline, 404, ...
+                failures.append(f"{url}: {getattr(err, 'reason', err)}")
+        else:
+            urls = " or ".join(m + remote.name for m in mirrors)
+            raise DownloadError(
+                f"could not download {remote.name} ({'; '.join(failures)}). If this machine is "
+                f"offline, fetch {urls} elsewhere, check that its SHA-256 is {remote.sha256}, and "
+                f"put it in {folder}; then run `reversible download {name} --dir {folder}` "
+                "(or this function again) to verify it without downloading.")
+    return folder
+
+
+def download_mnist(directory=None, *, base_url=None, progress=True):
+    """Download and verify the four MNIST files; returns their folder (see :func:`download`)."""
+    return download("mnist", directory, base_url=base_url, progress=progress)
+
+
+def download_omniglot(directory=None, *, base_url=None, progress=True):
+    """Download and verify the two small Omniglot background zips; returns their folder
+    (see :func:`download`)."""
+    return download("omniglot", directory, base_url=base_url, progress=progress)
 
 
 # ----------------------------------------------------------------------------- helpers

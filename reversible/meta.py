@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from autograd import value_and_grad
 
+from . import validate
 from .errors import NonFiniteError
 from .structure import Structure
 
@@ -43,17 +44,12 @@ def optimize(meta_objective, hypers0, steps, optimizer="adam", lr=0.01, progress
     given, caps the global L2 norm of each hypergradient.  ``callback(i,
     hypers, objective, grad)`` is called after every evaluation; returning
     True stops early.  A non-finite objective or hypergradient raises
-    :class:`NonFiniteError` naming the iteration.
+    :class:`NonFiniteError` naming the iteration.  Every option is validated
+    before the first evaluation (``b1``, ``b2`` in [0, 1); ``lr``, ``eps``,
+    ``clip`` finite and positive; ``steps`` a non-negative int): a value of the
+    wrong kind raises ``TypeError``, one out of range ``ValueError``.
     """
-    if optimizer not in OPTIMIZERS:
-        raise ValueError(f"optimizer must be one of {OPTIMIZERS}; got {optimizer!r}")
-    steps = int(steps)
-    if steps < 0:
-        raise ValueError(f"steps must be >= 0; got {steps}")
-    if not (np.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive number; got {lr!r}")
-    if clip is not None and not clip > 0:
-        raise ValueError(f"clip must be positive or None; got {clip!r}")
+    steps = _check_options(optimizer, steps, lr, clip, b1, b2, eps, callback, progress)
     structure = Structure(hypers0, "hypers0")
     x = np.array(structure.flatten(hypers0), dtype=np.float64)
     objective_and_grad = value_and_grad(lambda flat, i: meta_objective(structure.unflatten(flat), i))
@@ -94,3 +90,20 @@ def optimize(meta_objective, hypers0, steps, optimizer="adam", lr=0.01, progress
             x = x - lr * np.sign(g)
     return MetaResult(structure.unflatten(x), np.array(objectives), np.array(grad_norms),
                       history, stopped)
+
+
+def _check_options(optimizer, steps, lr, clip, b1, b2, eps, callback, progress):
+    """Validate every option of :func:`optimize` (one message per option); returns ``steps``."""
+    validate.choice(optimizer, "optimizer", OPTIMIZERS)
+    steps = validate.scalar(steps, "steps", 0, integer=True)
+    validate.scalar(lr, "lr", 0, low_open=True, hint="lr is the meta-step size")
+    if clip is not None:
+        validate.scalar(clip, "clip", 0, low_open=True, hint="clip caps the hypergradient's norm")
+    for name, value in (("b1", b1), ("b2", b2)):
+        validate.scalar(value, name, 0, 1, high_open=True,
+                        hint=f"{name} is a decay rate of Adam's moment estimates")
+    validate.scalar(eps, "eps", 0, low_open=True, hint="eps keeps Adam's denominator positive")
+    if callback is not None:
+        validate.function(callback, "callback", " callback(i, hypers, objective, grad)")
+    validate.flag(progress, "progress")
+    return steps

@@ -268,9 +268,13 @@ class MomentumRule(UpdateRule):
         return TrainState(W, V, InfoBuffer(w0.size), self.schedule, frac_bits, W.copy(), V.copy())
 
     def exact_forward(self, state, g, t):
+        """One exact step in place on ``state``; returns ``float(W)`` of the new weights (the
+        kernel writes it in the same pass)."""
         s = self.schedule
+        w = np.empty(state.W.size)
         state.W, state.V = self.kernel.forward_step(state.W, state.V, g, s.alphas[t], s.n[t], s,
-                                                    state.buffer, state.frac_bits, t)
+                                                    state.buffer, state.frac_bits, t, w_out=w)
+        return w
 
     def exact_undo_position(self, state, t):
         s = self.schedule
@@ -310,9 +314,8 @@ class MomentumRule(UpdateRule):
     def float_step(self, hyper, t, w, aux, g):
         """``v <- beta v - (1 - beta) g``, ``w <- w + alpha v`` (``hyper`` may hold autograd boxes)."""
         per = self.schedule.traceable_per_element
-        beta = per(hyper["betas"][t])
-        v = beta * aux[0] - (1.0 - beta) * g
-        return w + per(hyper["alphas"][t]) * v, (v,)
+        w, v = momentum_step(w, aux[0], g, per(hyper["alphas"][t]), per(hyper["betas"][t]))
+        return w, (v,)
 
     # --------------------------------------------------------------- adjoint
     def hyper_shapes(self):
@@ -348,6 +351,12 @@ class MomentumRule(UpdateRule):
         return {"w0": cot.w if keep_initial else zero,
                 "v0": cot.aux[0] if keep_initial else zero.copy(),
                 "alphas": cot.hyper["alphas"], "betas": cot.hyper["betas"], "meta": cot.meta}
+
+
+def momentum_step(w, v, g, alpha, beta):
+    """The float64 momentum update: ``v <- beta v - (1 - beta) g``, ``w <- w + alpha v``."""
+    v = beta * v - (1.0 - beta) * g
+    return w + alpha * v, v
 
 
 def straight_through(values, applied):
@@ -407,11 +416,11 @@ def run_forward(rule, state, grad, meta=None, progress=False):
     schedule, buffer = rule.schedule, state.buffer
     N = state.W.size
     t_start = time.perf_counter()
-    scale = 2.0 ** -state.frac_bits
+    w = _to_float(state.W, 2.0 ** -state.frac_bits)
     for t in _progress(range(schedule.T), schedule.T, progress, f"exact forward ({rule.name})"):
-        g = grad(_to_float(state.W, scale), meta, t)
+        g = grad(w, meta, t)
         g = check_vector(g, N, "gradient", t)
-        rule.exact_forward(state, g, t)
+        w = rule.exact_forward(state, g, t)     # the new weights as float64
     state.stats.update(
         forward_seconds=time.perf_counter() - t_start,
         buffer_bits=buffer.bits(),

@@ -10,6 +10,13 @@ REPO = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = pathlib.Path(os.environ.get("REVERSIBLE_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
+@pytest.fixture(autouse=True)
+def _isolated_data_dir(tmp_path_factory, monkeypatch):
+    """Point the user data folder at an empty directory, so that tests never depend on
+    (or write to) data a developer downloaded; tests that need real files use ``shared_data``."""
+    monkeypatch.setenv("REVERSIBLE_DATA_DIR", str(tmp_path_factory.getbasetemp() / "user-data"))
+
+
 @pytest.fixture
 def shared_data():
     """Path of ../shared/data (real MNIST / Omniglot); skips the test when it is absent."""

@@ -274,3 +274,45 @@ def test_hypergradient_needs_a_layout(forward_state, tmp_path):
     checkpoint.save(state, tmp_path / "s")
     with pytest.raises(CheckpointError, match="layout"):
         checkpoint.hypergradient(tmp_path / "s", lambda w, m, t: 0.0, np.ones(N))
+
+
+def test_save_leaves_no_lock_or_temporary_files(forward_state, tmp_path):
+    state, _ = forward_state
+    checkpoint.save(state, tmp_path / "s.ckpt")
+    checkpoint.save(state, tmp_path / "s.ckpt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.ckpt"]
+
+
+def test_without_flock_a_leftover_lock_file_is_reported(forward_state, tmp_path, monkeypatch):
+    """Where fcntl is missing (Windows) the lock is an O_EXCL file; a leftover one is named."""
+    import sys
+    state, _ = forward_state
+    monkeypatch.setitem(sys.modules, "fcntl", None)
+    path = tmp_path / "s.ckpt"
+    checkpoint.save(state, path)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.ckpt"]
+    (tmp_path / "s.ckpt.lock").write_text("4242 otherhost\n")
+    with pytest.raises(CheckpointError, match=r"pid 4242 on otherhost.*delete .*s\.ckpt\.lock"):
+        checkpoint.save(state, path)
+
+
+def test_check_writable_accepts_a_fresh_path_and_leaves_nothing(tmp_path):
+    checkpoint.check_writable(tmp_path / "new.ckpt")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("bad", [{"alphas": np.array([0.1, np.nan, 0.1])},
+                                 {"betas": np.array([0.9, 1.5, 0.9])},
+                                 {"w0": np.ones(3) + 0j}, {"stats": []}, {"progress": "yes"}])
+def test_train_validates_like_sgd_and_writes_nothing(tmp_path, bad):
+    """checkpoint.train and reversible.sgd share one validation path: same error, same text."""
+    import autograd.numpy as anp
+    import reversible
+    args = {"w0": np.ones(3), "alphas": np.full(3, 0.1), "betas": np.full(3, 0.9), **bad}
+    loss = lambda w, meta, t: anp.sum(w ** 2)              # noqa: E731
+    with pytest.raises((TypeError, ValueError)) as from_sgd:
+        reversible.sgd(loss, **args)
+    with pytest.raises(type(from_sgd.value)) as from_train:
+        checkpoint.train(loss, **args, path=tmp_path / "run.ckpt")
+    assert str(from_train.value) == str(from_sgd.value)
+    assert list(tmp_path.iterdir()) == []

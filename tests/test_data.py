@@ -66,7 +66,8 @@ def test_one_hot():
         D.one_hot(np.array([0, 4]), 4)
 
 
-def test_load_dataset_dispatch_and_errors():
+def test_load_dataset_dispatch_and_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv(D.DATA_DIR_ENV, str(tmp_path))      # nothing downloaded there
     d = D.load_dataset("digits", n=10)
     assert d.n == 10 and np.array_equal(d.X, D.load_digits().X[:10])
     with pytest.raises(ValueError, match="unknown dataset"):
@@ -308,3 +309,138 @@ def test_omniglot_real(shared_data):
     assert o.X.min() >= 0 and o.X.max() <= 1
     assert 0.02 < o.X.mean() < 0.3                 # ink is the minority, and it is 1
     assert o.alphabet_names == ["Greek", "Tagalog"]
+
+
+# ----------------------------------------------------------------------------- downloads
+
+
+def _publish(tmp_path, files):
+    """Write ``{name: bytes}`` to a mirror folder; return the folder and the RemoteFile table."""
+    import hashlib
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    table = []
+    for name, payload in files.items():
+        (mirror / name).write_bytes(payload)
+        table.append(D.RemoteFile(name, len(payload), hashlib.sha256(payload).hexdigest()))
+    return mirror, tuple(table)
+
+
+def _synthetic_mnist_files():
+    imgs = np.arange(3 * 28 * 28, dtype=np.uint8).reshape(3, 28, 28)
+    return {"t10k-images-idx3-ubyte.gz": gzip.compress(_idx_bytes(imgs)),
+            "t10k-labels-idx1-ubyte.gz": gzip.compress(_idx_bytes(np.array([4, 5, 6], np.uint8)))}
+
+
+class _Server:
+    """A local HTTP server on 127.0.0.1 serving one folder; counts GET requests."""
+
+    def __init__(self, folder):
+        import functools
+        import http.server
+        import threading
+        server = self
+
+        class Handler(http.server.SimpleHTTPRequestHandler):
+            def do_GET(self):
+                server.requests.append(self.path)
+                super().do_GET()
+
+            def log_message(self, *args):
+                pass
+
+        self.requests = []
+        self.httpd = http.server.ThreadingHTTPServer(
+            ("127.0.0.1", 0), functools.partial(Handler, directory=str(folder)))
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self):
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def test_download_over_http_verifies_and_skips_verified_files(tmp_path, monkeypatch):
+    mirror, table = _publish(tmp_path, _synthetic_mnist_files())
+    monkeypatch.setitem(D.DATASETS, "mnist", (table, ("http://127.0.0.1:9/unused/",)))
+    target = tmp_path / "data" / "mnist"
+    with _Server(mirror) as server:
+        assert D.download_mnist(target, base_url=server.url, progress=False) == target
+        assert sorted(server.requests) == ["/t10k-images-idx3-ubyte.gz", "/t10k-labels-idx1-ubyte.gz"]
+        assert D.download("mnist", target, base_url=server.url, progress=False) == target
+        assert len(server.requests) == 2                      # verified files: nothing fetched
+    d = D.load_mnist(target)
+    assert np.array_equal(d.y, [4, 5, 6])
+    assert sorted(p.name for p in target.iterdir()) == sorted(f.name for f in table)
+
+
+def test_download_from_a_file_url_and_default_directory(tmp_path, monkeypatch):
+    mirror, table = _publish(tmp_path, _synthetic_mnist_files())
+    monkeypatch.setitem(D.DATASETS, "mnist", (table, (mirror.as_uri() + "/",)))
+    monkeypatch.setenv(D.DATA_DIR_ENV, str(tmp_path / "home-data"))
+    assert D.default_data_dir() == tmp_path / "home-data"
+    assert D.downloaded("mnist") is None
+    with pytest.raises(ValueError, match="reversible download mnist"):
+        D.load_mnist()
+    folder = D.download_mnist(progress=False)                # default mirror list and directory
+    assert folder == tmp_path / "home-data" / "mnist" and D.downloaded("mnist") == folder
+    assert np.array_equal(D.load_mnist().y, [4, 5, 6])      # loaders default to that folder
+    assert np.array_equal(D.load_dataset("mnist").y, [4, 5, 6])
+
+
+def test_download_replaces_a_damaged_file(tmp_path, monkeypatch):
+    mirror, table = _publish(tmp_path, _synthetic_mnist_files())
+    monkeypatch.setitem(D.DATASETS, "mnist", (table, (mirror.as_uri() + "/",)))
+    target = D.download_mnist(tmp_path / "d", progress=False)
+    damaged = target / "t10k-labels-idx1-ubyte.gz"
+    damaged.write_bytes(damaged.read_bytes()[:-3] + b"xyz")
+    D.download_mnist(tmp_path / "d", progress=False)
+    assert damaged.read_bytes() == (mirror / damaged.name).read_bytes()
+
+
+def test_download_refuses_a_file_that_is_not_the_published_one(tmp_path, monkeypatch):
+    mirror, table = _publish(tmp_path, _synthetic_mnist_files())
+    (mirror / "t10k-labels-idx1-ubyte.gz").write_bytes(b"\x1f\x8b tampered" + bytes(20))
+    monkeypatch.setitem(D.DATASETS, "mnist", (table, (mirror.as_uri() + "/",)))
+    with pytest.raises(D.DownloadError, match="SHA-256") as info:
+        D.download_mnist(tmp_path / "d", progress=False)
+    assert table[1].sha256 in str(info.value)
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["t10k-images-idx3-ubyte.gz"]
+
+
+def test_download_offline_says_how_to_place_the_files_by_hand(tmp_path, monkeypatch):
+    import socket
+    with socket.socket() as s:                               # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{s.getsockname()[1]}/"
+    with pytest.raises(D.DownloadError) as info:
+        D.download_omniglot(tmp_path / "o", base_url=dead, progress=False)
+    msg = str(info.value)
+    assert dead + "images_background_small1.zip" in msg
+    assert str(tmp_path / "o") in msg and "reversible download omniglot" in msg
+    assert D.OMNIGLOT_FILES[0].sha256 in msg
+    assert list((tmp_path / "o").iterdir()) == []
+
+
+def test_unknown_data_set_name(tmp_path):
+    with pytest.raises(ValueError, match="unknown data set 'cifar'"):
+        D.download("cifar", tmp_path)
+
+
+def test_pinned_hashes_match_the_official_files(shared_data, tmp_path):
+    """The shared copies are the published files: the pins match them, and a download from a
+    file:// mirror of them verifies and loads."""
+    import hashlib
+    for f in D.MNIST_FILES:
+        p = shared_data / "mnist" / f.name
+        if p.is_file():
+            assert (p.stat().st_size, hashlib.sha256(p.read_bytes()).hexdigest()) == (f.size, f.sha256)
+    folder = D.download_omniglot(tmp_path / "o", base_url=(shared_data / "omniglot").as_uri(),
+                                 progress=False)
+    assert D.downloaded("omniglot", folder) == folder
+    o = D.load_omniglot(folder, alphabets=["Korean"])
+    assert o.alphabet_names == ["Korean"] and o.n == 20 * o.n_classes

@@ -66,3 +66,31 @@ def test_errors_are_clear():
         reversible.optimize(quadratic, np.zeros(1), 1, lr=-1)
     with np.errstate(invalid="ignore"), pytest.raises(NonFiniteError, match="meta-iteration 0"):
         reversible.optimize(lambda h, i: anp.sum(anp.log(h - 1.0)), np.zeros(1), 2, progress=False)
+
+
+@pytest.mark.parametrize("option, error", [
+    ({"b1": 1.0}, ValueError), ({"b1": -0.1}, ValueError), ({"b2": -1}, ValueError),
+    ({"b2": 1}, ValueError), ({"b2": float("nan")}, ValueError), ({"eps": 0}, ValueError),
+    ({"eps": -1e-8}, ValueError), ({"eps": float("inf")}, ValueError),
+    ({"lr": float("nan")}, ValueError), ({"lr": "0.1"}, TypeError), ({"lr": 1j}, TypeError),
+    ({"clip": 0}, ValueError), ({"clip": float("nan")}, ValueError), ({"steps": 2.5}, TypeError),
+    ({"steps": True}, TypeError), ({"steps": -1}, ValueError), ({"callback": 3}, TypeError),
+    ({"progress": "no"}, TypeError), ({"optimizer": "lbfgs"}, ValueError)])
+def test_every_invalid_option_is_refused_before_any_evaluation(option, error):
+    calls = []
+
+    def objective(h, i):
+        calls.append(i)
+        return quadratic(h, i)
+
+    kwargs = {"steps": 2, "progress": False, **option}
+    steps = kwargs.pop("steps")
+    with pytest.raises(error, match=next(iter(option))):
+        reversible.optimize(objective, np.zeros(1), steps, **kwargs)
+    assert calls == []
+
+
+def test_edge_values_of_valid_options_are_accepted():
+    res = reversible.optimize(quadratic, np.zeros(1), np.int64(3), b1=0.0, b2=0.0, eps=1e-12,
+                              clip=10.0, progress=False)
+    assert res.objectives.size == 3
