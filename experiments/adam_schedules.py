@@ -101,7 +101,7 @@ def run(args):
                "meta_steps": args.meta_steps, "meta_lr": args.meta_lr, "quick": args.quick,
                "best_iteration": best_iteration,
                "final": final, "seed": args.seed,
-               "group_labels": [f"W{k}" if k % 2 == 0 else f"b{k}" for k in range(G)]}
+               "group_labels": [f"{'W' if k % 2 == 0 else 'b'}{k // 2 + 1}" for k in range(G)]}
     arrays = {"grid_valid_loss": grid, "meta_objectives": result.objectives,
               "learned_alpha": np.exp(learned["log_alpha"]),
               "learned_beta1": 1.0 / (1.0 + np.exp(-learned["logit_beta1"]))}

@@ -9,6 +9,12 @@ from experiments.common import load_results
 from figures import run_figure, save_figure
 
 
+def _smooth(x, width=9):
+    """Centred moving average (shorter windows at the ends), to show trends over step noise."""
+    kernel = np.ones(width)
+    return np.convolve(x, kernel, "same") / np.convolve(np.ones_like(x), kernel, "same")
+
+
 def plot(meta, arr):
     import matplotlib
     matplotlib.use("Agg")
@@ -16,14 +22,18 @@ def plot(meta, arr):
     fig, (a1, a2, a3) = plt.subplots(1, 3, figsize=(12, 3.6))
     t = np.arange(1, meta["T"] + 1)
     best = meta["best_constant"]
-    for g, label in enumerate(meta["group_labels"]):
-        a1.plot(t, arr["learned_alpha"][:, g], lw=1, label=label)
-        a2.plot(t, arr["learned_beta1"][:, g], lw=1, label=label)
+    G = arr["learned_alpha"].shape[1]
+    labels = [f"{'W' if g % 2 == 0 else 'b'}{g // 2 + 1}" for g in range(G)]  # layer arrays
+    for g, label in enumerate(labels):
+        for ax, key in ((a1, "learned_alpha"), (a2, "learned_beta1")):
+            raw = arr[key][:, g]
+            ax.plot(t, raw, lw=0.5, alpha=0.25, color=f"C{g}")
+            ax.plot(t, _smooth(raw), lw=1.5, color=f"C{g}", label=label)
     a1.axhline(best["alpha"], color="k", ls="--", lw=0.8, label="best constant")
     a2.axhline(best["beta1"], color="k", ls="--", lw=0.8, label="best constant")
     a1.set_yscale("log")
-    a1.set_title(r"learned $\alpha_t$ per parameter array", fontsize=9)
-    a2.set_title(r"learned $\beta_{1,t}$ per parameter array", fontsize=9)
+    a1.set_title(r"learned $\alpha_t$ per parameter array (9-step mean; raw faint)", fontsize=9)
+    a2.set_title(r"learned $\beta_{1,t}$ per parameter array (9-step mean; raw faint)", fontsize=9)
     for ax in (a1, a2):
         ax.set_xlabel("training step t")
         ax.legend(fontsize=7, ncol=2)
