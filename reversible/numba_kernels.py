@@ -375,15 +375,31 @@ def _reverse_blocks_py(V, g, blo, bhi, bgroup, n_row, head, ptr, addrs, rows, fr
         _reverse_range(V, g, blo[b], bhi[b], n, c1, head, ptr, addrs, rows, status[b])
 
 
+def _renamed(f, suffix):
+    """A copy of function ``f`` under another name.  numba's on-disk cache is keyed by the
+    function's qualified name, not by compile options, so the parallel compilation of a
+    body needs its own name or it would load the serial one from the cache."""
+    g = pytypes.FunctionType(f.__code__, f.__globals__, f.__name__ + suffix, f.__defaults__,
+                             f.__closure__)
+    g.__qualname__ = f.__qualname__ + suffix
+    return g
+
+
 # One body, two compilations: parallel over blocks, and serial for small steps
 # (where starting threads would cost more than the step).
-_SERIAL = {f.__name__: njit(**_JIT)(f)
-           for f in (_forward_blocks_py, _reverse_position_py, _reverse_blocks_py)}
-_PARALLEL = {f.__name__: njit(parallel=True, **_JIT)(f)
-             for f in (_forward_blocks_py, _reverse_position_py, _reverse_blocks_py)}
+_LOOPS = (_forward_blocks_py, _reverse_position_py, _reverse_blocks_py)
+_SERIAL = {f.__name__: njit(**_JIT)(f) for f in _LOOPS}
+_PARALLEL = {f.__name__: njit(parallel=True, **_JIT)(_renamed(f, "_parallel")) for f in _LOOPS}
 
 
 _PARALLEL_LOCK = threading.Lock()
+
+
+def compiling():
+    """True once a loop of this kernel had to be compiled in this process (a numba cache miss),
+    as opposed to loaded from the on-disk cache."""
+    loops = list(_SERIAL.values()) + list(_PARALLEL.values()) + [_blocks]
+    return any(sum(d.stats.cache_misses.values()) for d in loops)
 
 
 def _run(name, N, *args):
@@ -602,4 +618,5 @@ numba_kernel = pytypes.SimpleNamespace(
     reverse_position=reverse_position,
     reverse_velocity=reverse_velocity,
     parallel_min=PARALLEL_MIN,
+    compiling=compiling,
 )
