@@ -536,3 +536,17 @@ def test_warm_up_notice_only_when_numba_compiles(compiles, monkeypatch, capsys):
     assert kernels.warm_up(fake.name) >= 0.6
     err = capsys.readouterr().err
     assert err == ("compiling the exact kernel (once, cached) ...\n" if compiles else "")
+
+
+def test_thread_choice_probes_both_ways_then_follows_the_faster():
+    choice = numba_kernels._ThreadChoice()
+    P, R = numba_kernels.PROBES, numba_kernels.REPROBE
+    probes = [choice.parallel_next() for _ in range(2 * P)]
+    assert probes == [(k % 2 == 1, True) for k in range(2 * P)]
+    for parallel, _ in probes:
+        choice.record(parallel, 1.0 if parallel else 2.0)
+    assert choice.parallel_next() == (True, False)
+    choice.times = ([1.0] * P, [3.0] * P)
+    assert choice.parallel_next() == (False, False)
+    choice.calls = R                     # the next probe
+    assert choice.parallel_next() == (False, True)
