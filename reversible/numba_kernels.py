@@ -69,7 +69,26 @@ TILE = 1 << 8              # elements multiplied, then updated, while in cache
 QUEUE = 1 << 11            # spilled words a block queues before writing them to the tails
 PARALLEL_MIN = 1 << 16     # steps with fewer elements run on one thread
 
-_JIT = dict(nogil=True, cache=True, error_model="numpy", fastmath=False)
+
+
+def _cache_probe():
+    return 0
+
+
+def _caching_possible():
+    """Whether numba can cache this module's compiled code (beside it or in the user's cache dir)."""
+    try:
+        njit(cache=True)(_cache_probe)      # finds a cache directory now; compiles nothing
+    except RuntimeError:    # read-only install and no writable cache directory
+        import warnings
+        warnings.warn("reversible: numba cannot cache the compiled kernel (read-only install and no "
+                      "writable cache directory); it is compiled in every process. Set NUMBA_CACHE_DIR "
+                      "to a writable directory to cache it.", RuntimeWarning, stacklevel=2)
+        return False
+    return True
+
+
+_JIT = dict(nogil=True, cache=_caching_possible(), error_model="numpy", fastmath=False)
 
 _TWO63 = 9223372036854775808.0     # 2.0**63
 _U32 = np.uint64(32)
