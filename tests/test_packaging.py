@@ -190,7 +190,7 @@ def test_wheel_name_and_contents(tmp_path):
         info = f"reversible_learning-{VERSION}.dist-info"
         assert f"{info}/licenses/LICENSE" in names or f"{info}/LICENSE" in names
         assert {"reversible/__init__.py", "reversible/gpu/__init__.py", "reversible/gpu/engine.py",
-                "reversible/methods/__init__.py"} <= names
+                "reversible/methods/__init__.py", "reversible/torch/__init__.py"} <= names
         assert not any(n.startswith(("tests/", "experiments/", "figures/", "benchmarks/")) for n in names)
         metadata = z.read(f"{info}/METADATA").decode()
         assert "Name: reversible-learning" in metadata and f"Version: {VERSION}" in metadata
