@@ -196,3 +196,48 @@ def test_wheel_name_and_contents(tmp_path):
         assert "Name: reversible-learning" in metadata and f"Version: {VERSION}" in metadata
         assert 'Requires-Dist: torch>=2.3; extra == "torch"' in metadata
         assert "reversible = reversible.cli:main" in z.read(f"{info}/entry_points.txt").decode()
+
+
+_BLOCKED_IMPORTS = '''
+import sys
+class _Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("cupy", "torch", "dask", "distributed"):
+            raise ImportError(f"No module named {name!r} (blocked by the test)")
+        return None
+sys.meta_path.insert(0, _Blocked())
+sys.path.insert(0, "tests")
+'''
+
+
+def _run_without_optional(code):
+    return subprocess.run([sys.executable, "-c", _BLOCKED_IMPORTS + code], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_missing_optional_dependencies_name_their_extra():
+    code = '''
+import contextlib, io
+from _gpu_import import load_gpu
+selfcheck = __import__("importlib").import_module(load_gpu().__name__ + ".selfcheck")
+err = io.StringIO()
+with contextlib.redirect_stderr(err):
+    status = selfcheck.main()
+print("gpu", status, err.getvalue().strip())
+try:
+    import reversible.torch
+except ImportError as e:
+    print("torch", e)
+from reversible.sweep import open_client
+try:
+    with open_client(None, n_workers=1):
+        pass
+except ImportError as e:
+    print("sweep", e)
+'''
+    out = _run_without_optional(code)
+    assert out.returncode == 0, out.stderr
+    lines = {line.split(" ", 1)[0]: line for line in out.stdout.splitlines()}
+    assert lines["gpu"].startswith("gpu 2 ") and "reversible-learning[gpu]" in lines["gpu"]
+    assert "reversible-learning[torch]" in lines["torch"]
+    assert "reversible-learning[sweep]" in lines["sweep"]
