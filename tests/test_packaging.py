@@ -100,7 +100,9 @@ def test_import_checker_sees_third_party_imports_only(tmp_path):
 
 def test_every_subpackage_is_listed():
     cfg = _config()
-    listed = _names(cfg["options"]["packages"])
+    entries = cfg["options"]["packages"].split()
+    assert len(entries) == len(set(entries)), f"a package is listed twice: {entries}"
+    listed = set(entries)
     on_disk = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "reversible").rglob("__init__.py")
                if "__pycache__" not in p.parts}
     assert on_disk <= listed, f"packages missing from setup.cfg [options] packages: {on_disk - listed}"
