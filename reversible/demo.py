@@ -14,6 +14,7 @@ import time
 import numpy as onp
 from autograd import grad
 
+from .atomic import atomic_write
 from .cli import (check_output_directory, int_list, nonnegative_int, positive_float, positive_int,
                   warm_up_kernels)
 from .meta import optimize
@@ -122,10 +123,7 @@ def main(args):
                "seconds_compile": compile_seconds,
                "meta": result.to_json(), "final_validation_loss": final}
     path = os.path.join(args.out, "demo.json")
-    tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(summary, f, indent=2)
-    os.replace(tmp, path)
+    atomic_write(path, lambda fh: json.dump(summary, fh, indent=2), mode="w")
     print(f"\nwrote {png} and {path}")
     return 0
 
