@@ -17,8 +17,9 @@ from .cli import (check_output_directory, method_spec, nonnegative_int, positive
 from .grading import DEFAULT_METHODS, coinciding_groups, compare, json_default
 from .models import MLPClassifierProblem
 
-#: measured with ``time reversible compare`` (and ``--quick``) on the project's machine
-DURATION = "about 6 min on 2 cores (--quick: about 25 s)"
+#: measured as CPU seconds on a busy machine: --T 30: 23 s, --T 100: 68 s, so about 200 s for
+#: T = 300 (cost grows linearly with T); --quick: 31 s
+DURATION = "about 5 min on 2 cores (--quick: about 30 s)"
 DIGITS = 1797                                  # examples in the bundled digits
 
 

@@ -20,8 +20,10 @@ from .cli import (check_output_directory, int_list, nonnegative_int, positive_fl
 from .meta import optimize
 from .models import MLPClassifierProblem
 
-#: measured with ``time reversible demo`` (and ``--quick``) on the project's machine
-DURATION = "about 60 s on 2 cores (--quick: about 10 s)"
+#: measured (CPU seconds of ``reversible demo`` on a busy machine; the one-time numba
+#: compilation, measured with an empty NUMBA_CACHE_DIR, comes on top on the first run)
+DURATION = ("about 10 s on 2 cores, plus about 10 s once to compile the kernels "
+            "(--quick: about 5 s)")
 N_TRAIN, N_VALID = 1000, 397                   # of the 1797 bundled digits
 PIXELS, CLASSES = 64, 10
 
