@@ -1,7 +1,7 @@
 """reversible.gpu: the exact engine on CuPy, bit for bit with the NumPy reference.
 
 * :func:`sgd` trains exactly on the GPU and returns a :class:`~reversible.gpu.front.Trained`
-  whose ``hypergrad(dw)`` runs training backwards for exact hypergradients;
+  whose ``hypergradient(dw_T)`` runs training backwards for exact hypergradients;
 * :func:`train_plain` is the plain float64 baseline;
 * :class:`MLP` is a network written once for NumPy or CuPy, with its gradient and
   Hessian-vector products (Pearlmutter's R-operator).

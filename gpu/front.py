@@ -18,8 +18,10 @@ import time
 
 import numpy as np
 
+from reversible import inputs, validate
 from reversible.buffer import BETA_ONE, quantize_beta
-from reversible.errors import NonFiniteError, ReversibilityError
+from reversible.errors import (BufferUnderflowError, FixedPointOverflowError, NonFiniteError,
+                               ReversibilityError)
 from reversible.fixedpoint import DEFAULT_FRAC_BITS, check_frac_bits
 
 from ._cupy import require_cupy
@@ -35,32 +37,22 @@ def _size_of(x, name):
     return int(shape[0])
 
 
-def _schedule(x, G, name):
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim == 1:
-        x = np.repeat(x[:, None], G, axis=1)
-    if x.ndim != 2 or x.shape[1] != G or x.shape[0] < 1:
-        raise ValueError(f"{name} must have shape (T,) or (T, {G}) for {G} parameter group(s); "
-                         f"got {x.shape}")
-    if not np.all(np.isfinite(x)):
-        raise ValueError(f"{name} contains NaN or Inf")
-    return np.ascontiguousarray(x)
-
-
 def check_args(grad, w0, alphas, betas, *, vjp=None, v0=None, frac_bits=None, group_index=None,
                check_every=256):
     """Validate the arguments of :func:`sgd` without touching the GPU.
 
-    Returns ``(grad, vjp, N, alphas (T, G), n (T, G), group_index or None, frac_bits)``.
+    The schedules, ``frac_bits`` and single values go through the same checks
+    (and messages) as :func:`reversible.sgd`'s (:mod:`reversible.inputs`,
+    :mod:`reversible.validate`).  Returns ``(grad, vjp, N, alphas (T, G),
+    n (T, G), group_index or None, frac_bits)``.
     """
     if hasattr(grad, "grad") and callable(grad.grad):
         model = grad
         grad = model.grad
         vjp = getattr(model, "vjp", None) if vjp is None else vjp
-    if not callable(grad):
-        raise TypeError("grad must be a callable grad(w, meta, t) -> g, or a model with .grad/.vjp")
-    if vjp is not None and not callable(vjp):
-        raise TypeError("vjp must be a callable vjp(w, meta, t, u) -> (g, H_ww u, H_meta,w u)")
+    validate.function(grad, "grad", " grad(w, meta, t) -> g (or a model with callable .grad / .vjp)")
+    if vjp is not None:
+        validate.function(vjp, "vjp", " vjp(w, meta, t, u) -> (g, H_ww u, H_meta,w u)")
     N = _size_of(w0, "w0")
     if v0 is not None and _size_of(v0, "v0") != N:
         raise ValueError(f"v0 has {_size_of(v0, 'v0')} elements but w0 has {N}")
@@ -73,14 +65,14 @@ def check_args(grad, w0, alphas, betas, *, vjp=None, v0=None, frac_bits=None, gr
         G = int(gi.max()) + 1 if N else 1
     else:
         gi, G = None, 1
-    alphas2, betas2 = _schedule(alphas, G, "alphas"), _schedule(betas, G, "betas")
-    if alphas2.shape[0] != betas2.shape[0]:
-        raise ValueError(f"alphas has {alphas2.shape[0]} steps but betas has {betas2.shape[0]}; "
-                         "give both one row per training step")
+    alphas2 = np.ascontiguousarray(inputs.schedule(alphas, G, "alphas", 0.0, low_open=True,
+                                                   hint=inputs.ALPHA_HINT), dtype=np.float64)
+    betas2 = inputs.momentum_schedule(betas, G)
+    inputs.same_steps(alphas=alphas2, betas=betas2)
     n = quantize_beta(betas2)
     frac_bits = check_frac_bits(DEFAULT_FRAC_BITS if frac_bits is None else frac_bits)
-    if int(check_every) < 1:
-        raise ValueError(f"check_every must be a positive number of steps; got {check_every}")
+    validate.scalar(check_every, "check_every", 1, integer=True,
+                    hint="check_every must be a positive number of steps")
     if gi is not None and G == 1:
         gi = None
     return grad, vjp, N, alphas2, n, gi, frac_bits
@@ -101,7 +93,7 @@ def as_device(cp, x, name, size=None):
 
 
 class Trained:
-    """The result of :func:`sgd`: ``w`` (= ``w_T``), ``v``, ``stats``, and :meth:`hypergrad`."""
+    """The result of :func:`sgd`: ``w`` (= ``w_T``), ``v``, ``stats``, and :meth:`hypergradient`."""
 
     def __init__(self, engine, vjp, meta, stats, check_every, progress):
         self._engine, self._vjp, self._meta = engine, vjp, meta
@@ -115,23 +107,27 @@ class Trained:
     def v(self):
         return self._engine.v
 
-    def hypergrad(self, dw, dv=None, *, keep=True, check=True):
-        """Run training backwards exactly, back-propagating ``(dw, dv)`` = cotangents of ``(w_T, v_T)``.
+    def hypergradient(self, dw_T, dv_T=None, *, keep=True, check=True):
+        """Run training backwards exactly, back-propagating ``dw_T`` (and ``dv_T``), the
+        cotangents of ``(w_T, v_T)``.
 
-        Returns a dict of CuPy arrays: ``w0``, ``v0``, ``alphas`` and ``betas``
-        (``(T, G)``; the beta gradient is with respect to the applied, quantised
-        beta) and ``meta`` (None when ``vjp`` returns no mixed term).  With
-        ``keep=True`` the forward state is kept so this can be called again.
-        With ``check=True`` a reversal that does not land bit for bit on
-        ``w0``, ``v0`` and empty buffers raises :class:`ReversibilityError`.
+        Returns what :func:`reversible.checkpoint.hypergradient` returns on the
+        CPU: a dict with ``w0``, ``v0``, ``alphas`` and ``betas`` (``(T, G)``;
+        the beta gradient is with respect to the applied, quantised beta) and
+        ``meta`` (None when ``vjp`` returns no mixed term), here as CuPy arrays.
+        With ``keep=True`` the forward state is kept so this can be called
+        again.  With ``check=True`` a reversal that does not land bit for bit
+        on ``w0``, ``v0`` and empty buffers raises :class:`ReversibilityError`.
         """
         if self._vjp is None:
             raise ValueError("hypergradients need a joint VJP: pass vjp=(w, meta, t, u) -> "
                              "(g, H_ww u, H_meta,w u) to reversible.gpu.sgd")
+        validate.flag(keep, "keep")
+        validate.flag(check, "check")
         eng = self._engine.copy() if keep else self._engine
         cp = eng.cp
-        dw = as_device(cp, dw, "dw", eng.N)
-        dv = cp.zeros(eng.N) if dv is None else as_device(cp, dv, "dv", eng.N)
+        dw = as_device(cp, dw_T, "dw_T", eng.N)
+        dv = cp.zeros(eng.N) if dv_T is None else as_device(cp, dv_T, "dv_T", eng.N)
         d_meta = None
         t0 = time.perf_counter()
         u, w = eng.reverse_begin(dw, dv)
@@ -143,19 +139,48 @@ class Trained:
                 d_meta = -hm if d_meta is None else d_meta - hm
             u, w = eng.reverse_step(t, g, hw)
             if t % self._check_every == 0:
-                eng.check()
-        eng.check()
+                _check_reverse(eng)
+        _check_reverse(eng)
         exact = eng.is_back()
         self.stats.update(reverse_seconds=time.perf_counter() - t0, reversed_exactly=exact)
         if check and not exact:
-            raise ReversibilityError(
-                "the reverse pass did not return to the starting point bit for bit on the GPU: the "
-                "gradient must be a deterministic function of (w, meta, t) (draw minibatches from t; "
-                "avoid non-deterministic reductions such as atomics in the gradient)")
+            raise ReversibilityError(not_reversed_message(eng))
         if d_meta is not None and not bool(cp.isfinite(d_meta).all()):
-            raise NonFiniteError("the meta hypergradient contains NaN or Inf")
+            raise NonFiniteError("the meta hypergradient contains NaN or Inf: a mixed Hessian-vector "
+                                 "product overflowed; lower the learning rate or check the loss")
         return {"w0": eng.dw, "v0": eng.dv, "alphas": eng.d_alpha, "betas": eng.d_beta,
                 "meta": d_meta}
+
+    def hypergrad(self, dw, dv=None, **kw):
+        """The 0.1 name of :meth:`hypergradient`."""
+        return self.hypergradient(dw, dv, **kw)
+
+
+NOT_DETERMINISTIC = ("The gradient must be a deterministic function of (w, meta, t): draw "
+                     "minibatches from the step index t, and avoid non-deterministic reductions "
+                     "(atomics) in the gradient")
+
+
+def not_reversed_message(eng):
+    """The error of a GPU reverse pass that did not land on its starting point (as on the CPU)."""
+    cp = eng.cp
+    dw_bits = int(cp.count_nonzero(eng.W != eng.W0))
+    dv_bits = int(cp.count_nonzero(eng.V != eng.V0))
+    return (f"the reverse pass did not return to the starting point bit for bit on the GPU: "
+            f"{dw_bits} weights and {dv_bits} velocities differ. " + NOT_DETERMINISTIC)
+
+
+def _check_reverse(eng):
+    """Device errors of a reverse pass: an empty buffer or an overflow mean it diverged."""
+    try:
+        eng.check()
+    except BufferUnderflowError as err:
+        raise BufferUnderflowError(f"reverse pass diverged from the forward trajectory: {err}. "
+                                   + NOT_DETERMINISTIC) from err
+    except FixedPointOverflowError as err:
+        raise ReversibilityError(f"reverse pass diverged from the forward trajectory (a value left "
+                                 f"the fixed-point range it stayed in going forward: {err}). "
+                                 + NOT_DETERMINISTIC) from err
 
 
 def _steps(iterable, total, enabled, desc):
@@ -178,16 +203,22 @@ def sgd(grad, w0, alphas, betas, meta=None, *, vjp=None, v0=None, frac_bits=None
     then unusable.  ``stats``, if a dict, receives timings and buffer figures.
     ``backend`` is for testing (:func:`reversible.gpu.emulate.backend` runs the
     CUDA source on the CPU with NumPy arrays).
+
+    The arguments, their checks and messages, and the hypergradient's keys are
+    those of the CPU API (:func:`reversible.sgd`,
+    :func:`reversible.checkpoint.hypergradient`); the GPU keeps the trained
+    run in the returned object instead of a checkpoint file.
     """
     grad, vjp, N, alphas2, n, gi, frac_bits = check_args(
         grad, w0, alphas, betas, vjp=vjp, v0=v0, frac_bits=frac_bits, group_index=group_index,
         check_every=check_every)
+    stats = validate.stats_dict(stats)
+    progress = validate.flag(progress, "progress")
     cp = require_cupy() if backend is None else backend.xp
     from .engine import Engine
     w0d = as_device(cp, w0, "w0", N)
     v0d = cp.zeros(N) if v0 is None else as_device(cp, v0, "v0", N)
     eng = Engine(w0d, v0d, alphas2, n, gi, frac_bits, backend=backend)
-    stats = {} if stats is None else stats
     stats.update(method="exact", device="cuda", T=eng.T, N=N, groups=eng.G, frac_bits=frac_bits,
                  tail_capacity_words=eng.capacity)
     t0 = time.perf_counter()

@@ -229,6 +229,8 @@ def compare(objective, hypers, methods=DEFAULT_METHODS, reference="exact", memor
     objective must then be picklable; give each worker its own core for
     meaningful times).  ``progress`` (True or a label) shows a tqdm bar over the methods.
     """
+    from .smoothed import for_compare, reference_info   # reference="smoothed:sigma=...": see smoothed.py
+    objective, reference = for_compare(objective, reference)
     hd, _ = _as_dict(hypers)
     keys = list(hd)
     ref_label = spec_label(reference)
@@ -277,7 +279,8 @@ def compare(objective, hypers, methods=DEFAULT_METHODS, reference="exact", memor
                 row["gradient"] = {k: np.asarray(g[k]).tolist() for k in keys}
         rows.append(row)
     return Table(rows, ref_label, {"reference_seconds": ref_s, "jobs": jobs,
-                                   "reference_peak_mb": None if ref_peak is None else ref_peak / 2**20})
+                                   "reference_peak_mb": None if ref_peak is None else ref_peak / 2**20,
+                                   **reference_info(objective)})
 
 
 def coinciding_groups(curves, rtol=1e-6, atol=1e-9):

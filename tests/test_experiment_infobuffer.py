@@ -17,7 +17,9 @@ def test_infobuffer_quick_bits_follow_the_information_bound(quick_results):
     meta, arr = common.load_results(quick_results, "infobuffer")
     assert meta["reversed_exactly"] is True
     np.testing.assert_allclose(arr["ideal_bits"], np.log2(1 / arr["betas"]), rtol=2e-3)
-    assert np.all(arr["measured_bits"] >= arr["ideal_bits"] * (1 - 1e-9))
+    # the exact uniform code of engine v2 has no systematic excess: over a short quick run the
+    # measured bits fluctuate around the bound by ~1e-5 relative (either side)
+    assert np.all(np.abs(arr["measured_bits"] / arr["ideal_bits"] - 1) <= 1e-4)
     np.testing.assert_allclose(arr["measured_bits"], arr["ideal_bits"], rtol=0.05)
     N, Ts = meta["N_memory"], arr["Ts"]
     np.testing.assert_array_equal(arr["trajectory_bytes"], 16.0 * N * Ts)

@@ -69,7 +69,8 @@ def test_wrong_kind_of_value_is_a_type_error(changes, fragment):
 _VALUE_FAULTS = [
     (dict(alphas=np.full(_T, np.nan)), "alphas contains NaN or Inf"),
     (dict(alphas=np.r_[np.full(_T - 1, 0.05), np.inf]), "alphas contains NaN or Inf"),
-    (dict(alphas=np.r_[0.05, 0.0, np.full(_T - 2, 0.05)]), r"alphas must lie in \(0, inf\); got 0.0 at step 1"),
+    (dict(alphas=np.r_[0.05, 0.0, np.full(_T - 2, 0.05)]),
+     r"alphas must lie in \(0, inf\); got 0.0 at step 1"),
     (dict(alphas=np.full(_T, -0.05)), r"alphas must lie in \(0, inf\); got -0.05 at step 0"),
     (dict(betas=np.full(_T, np.nan)), "betas contains NaN or Inf"),
     (dict(betas=np.full(_T, 1.0 + 1e-9)), r"betas must lie in \(0, 1\]"),
@@ -80,7 +81,7 @@ _VALUE_FAULTS = [
     (dict(frac_bits=2.5), "frac_bits must be an integer"),
     (dict(frac_bits=True), "frac_bits must be an integer"),
     (dict(hvp="backward"), "hvp must be one of"),
-    (dict(frac_bits=10), r"frac_bits=10 .*rounds the first step's increments"),
+    (dict(frac_bits=8), r"frac_bits=8 .*rounds the training increments"),
 ]
 
 
@@ -103,10 +104,59 @@ def test_coarse_frac_bits_warns_and_says_what_would_do():
     stats = {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        _call(frac_bits=20, stats=stats)
+        _call(frac_bits=14, stats=stats)
     msgs = [str(w.message) for w in caught if issubclass(w.category, ResolutionWarning)]
-    assert len(msgs) == 1 and "frac_bits=20" in msgs[0] and "would bring the rounding" in msgs[0]
-    assert stats["first_step_rounding"] > 1e-8
+    assert len(msgs) == 1 and "frac_bits=14" in msgs[0] and "would bring the rounding" in msgs[0]
+    assert 1e-4 < stats["first_step_rounding"] < 1e-2
+
+
+# --- ES / PES (longh) ---
+#
+# non-finite weights in a particle run (NaN loss, divergence): NonFiniteError naming step and
+#   particle; a perturbed momentum outside (0, 1]: ValueError naming particle, group and step;
+# a non-finite exact hypergradient in the smoothed reference; a non-finite online PES loss.
+
+
+def _es_loss(w, m, t):
+    return 0.5 * anp.sum(w ** 2) * (1.0 + m[0])
+
+
+@pytest.mark.parametrize("method", ["es", "pes"])
+def test_es_nan_in_the_run_names_the_step_and_particle(method):
+    def loss(w, m, t):                      # NaN gradient from step 3 on
+        return 0.5 * anp.sum(w ** 2) * (np.nan if t >= 3 else 1.0 + m[0])
+    with pytest.raises(reversible.NonFiniteError, match=r"particle \d+ .*step 3"):
+        reversible.sgd(loss, np.ones(3), np.full(6, 0.1), np.full(6, 0.5), np.array([0.1]),
+                       method=method, sigma=0.1, particles=4)
+
+
+def test_es_divergent_particle_is_named():
+    """A perturbation that makes training blow up: Inf weights at some step, named."""
+    with pytest.raises(reversible.NonFiniteError, match="lower sigma"):
+        reversible.sgd(lambda w, m, t: anp.sum(anp.exp(m[0] * w)), np.ones(2), np.full(200, 1.0),
+                       np.full(200, 0.9), np.array([50.0]), method="es", sigma=5.0, particles=4)
+
+
+def test_es_perturbed_momentum_outside_its_range_is_loud():
+    with pytest.raises(ValueError, match=r"momentum of particle .* step \d+ .*outside \(0, 1\]"):
+        reversible.sgd(_es_loss, np.ones(2), np.full(5, 0.1), np.full(5, 0.99), np.array([0.1]),
+                       method="es", sigma={"betas": 0.5}, particles=4)
+
+
+def test_smoothed_reference_with_a_nonfinite_gradient_is_loud():
+    from autograd import grad
+    from reversible.smoothed import smoothed_gradient
+    with pytest.raises(FloatingPointError, match="NaN or Inf"):
+        smoothed_gradient(grad(lambda x: anp.sum(anp.sqrt(x))), np.array([0.01]), 1.0,
+                          samples=20, seed=0)
+
+
+def test_online_pes_nonfinite_loss_is_loud():
+    from reversible.online import PersistentES, train_online
+    est = PersistentES(K=2, sigma=0.1, particles=4)
+    with pytest.raises(reversible.NonFiniteError, match="PES"):
+        train_online(lambda w, m, t: anp.sum(w ** 2) * m[0], lambda w, t: anp.sum(w) * np.nan,
+                     np.ones(2), np.array([1.0]), 4, est, lr=0.1, hyper_lr=0.1)
 
 
 # --- checkpoints, Omniglot / IDX loaders, sweeps, optimize (faults helper) ---
@@ -636,6 +686,100 @@ def test_optimize_invalid_option_is_refused_before_any_evaluation(option, error)
         reversible.optimize(objective, np.zeros(1), steps, progress=False, **kwargs)
     assert evaluated == []
 
+
+# --- PyTorch front end (torch) ---
+
+def _torch_or_skip():
+    torch = pytest.importorskip("torch")
+    rt = pytest.importorskip("reversible.torch")
+    return torch, rt
+
+
+def test_torch_fault_dataset_mutated_between_forward_and_reverse():
+    """A training set edited after training (an in-place augmentation) fails the reversal."""
+    torch, rt = _torch_or_skip()
+    from reversible import ReversibilityError
+    data = torch.linspace(-1, 1, 12, dtype=torch.float64).reshape(4, 3)
+
+    def loss(w, meta, t):
+        return ((data[t % 4] - w) ** 2).sum()
+
+    alphas = torch.full((8,), 0.2, dtype=torch.float64, requires_grad=True)
+    wT = rt.sgd(loss, torch.zeros(3, dtype=torch.float64), alphas, torch.full((8,), 0.7))
+    data.mul_(1.0 + 1e-9)                                   # the fault
+    with pytest.raises(ReversibilityError, match="(did not return|diverged).*use_deterministic"):
+        torch.autograd.grad(wT.sum(), alphas)
+
+
+def test_torch_fault_nan_hessian_vector_product_named_with_step():
+    """A loss whose gradient is finite but whose curvature is not at one step."""
+    torch, rt = _torch_or_skip()
+    from reversible import NonFiniteError
+
+    class Kink(torch.autograd.Function):       # gradient finite, its derivative NaN at step 2
+        @staticmethod
+        def forward(ctx, x, t):
+            ctx.save_for_backward(x)
+            ctx.t = t
+            return (x ** 2).sum()
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return g * 2 * x * _Nan.apply(x, ctx.t), None
+
+    class _Nan(torch.autograd.Function):       # identity 1, derivative NaN at step 2
+        @staticmethod
+        def forward(ctx, x, t):
+            ctx.t = t
+            return torch.ones_like(x)
+
+        @staticmethod
+        def backward(ctx, g):
+            return g * (float("nan") if ctx.t == 2 else 0.0), None
+
+    def loss(w, meta, t):
+        return Kink.apply(w, t)
+
+    alphas = torch.full((4,), 0.1, dtype=torch.float64, requires_grad=True)
+    wT = rt.sgd(loss, torch.ones(3, dtype=torch.float64), alphas, torch.full((4,), 0.5),
+                hvp="double")
+    with pytest.raises(NonFiniteError, match="Hessian-vector product at step 2"):
+        torch.autograd.grad(wT.sum(), alphas)
+
+
+def test_torch_fault_nan_cotangent_of_the_result():
+    torch, rt = _torch_or_skip()
+    from reversible import NonFiniteError
+    alphas = torch.full((3,), 0.1, dtype=torch.float64, requires_grad=True)
+    wT = rt.sgd(lambda w, m, t: (w ** 2).sum(), torch.ones(2, dtype=torch.float64), alphas,
+                torch.full((3,), 0.5))
+    with pytest.raises(NonFiniteError, match="cotangent of w_T"):
+        torch.autograd.grad(wT, alphas, torch.tensor([float("nan"), 1.0], dtype=torch.float64))
+
+
+def test_torch_fault_second_backward_gives_the_same_hypergradient():
+    """The forward state is kept: a retained graph can be reversed twice, bit for bit alike."""
+    torch, rt = _torch_or_skip()
+    alphas = torch.full((5,), 0.1, dtype=torch.float64, requires_grad=True)
+    wT = rt.sgd(lambda w, m, t: ((w - t) ** 2).sum(), torch.ones(2, dtype=torch.float64), alphas,
+                torch.full((5,), 0.6))
+    first = torch.autograd.grad(wT.sum(), alphas, retain_graph=True)[0]
+    second = torch.autograd.grad(wT.sum(), alphas)[0]
+    assert torch.equal(first, second)
+    assert float(first.abs().min()) > 0
+
+
+def test_torch_fault_loss_raising_midway_propagates_unchanged():
+    torch, rt = _torch_or_skip()
+
+    def loss(w, meta, t):
+        if t == 3:
+            raise KeyError("batch 3 missing")
+        return (w ** 2).sum()
+
+    with pytest.raises(KeyError, match="batch 3 missing"):
+        rt.sgd(loss, torch.ones(2, dtype=torch.float64), torch.full((5,), 0.1), torch.full((5,), 0.5))
 
 # --- CLI (layout) ---
 #

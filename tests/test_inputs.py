@@ -81,7 +81,7 @@ def test_schedule_shapes_and_boxes():
         inputs.schedule(np.ones((3, 3)), 2, "a")
     with pytest.raises(ValueError, match="at least one step"):
         inputs.schedule(np.ones(0), 1, "a")
-    with pytest.raises(ValueError, match=r"every entry of a must lie in \[0, 1\]; got 2.0 at step 1"):
+    with pytest.raises(ValueError, match=r"entry of a must lie in \[0, 1\]; got 2.0 at step 1"):
         inputs.schedule(np.array([0.5, 2.0]), 1, "a", 0.0, 1.0)
     with pytest.raises(ValueError, match="got -1.0 at step 2, group 1"):
         inputs.schedule(np.array([[0.5, 0.5], [0.5, 0.5], [0.5, -1]]), 2, "a", 0.0, 1.0)
@@ -112,12 +112,15 @@ def test_parameters_flatten_and_check_v0():
         inputs.parameters(w0, v0={"a": np.ones((2, 2)), "b": [np.ones(2)]})
 
 
-def test_sgd_inputs_build_a_problem_with_copies():
+def test_sgd_inputs_build_a_problem_on_read_only_views():
     w0 = np.ones(3)
     stats = {}
     inp = inputs.sgd_inputs(_loss, w0, np.full(4, 0.1), np.full((4, 1), 0.9), stats=stats)
     assert inp.stats is stats
     prob = inp.problem
     assert (prob.T, prob.G, prob.N, prob.frac_bits) == (4, 1, 3, 52)
-    assert prob.w0 is not w0 and prob.w0.tolist() == [1, 1, 1]
+    assert prob.w0.tolist() == [1, 1, 1] and not prob.w0.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        prob.w0 += 1.0
+    assert w0.tolist() == [1, 1, 1] and w0.flags.writeable
     assert prob.grad(prob.w0, None, 0).tolist() == [2, 2, 2]

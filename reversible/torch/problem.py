@@ -1,0 +1,47 @@
+"""A :class:`reversible.problem.Problem` whose derivatives come from a PyTorch loss.
+
+The hypergradient methods (``exact`` and the approximate ones) work on a
+Problem's flat float64 NumPy vectors and its ``grad`` / ``vjp`` callables.
+:class:`TorchProblem` supplies those callables from :class:`LossDerivatives`,
+exchanging vectors with PyTorch without copies: ``torch.from_numpy`` views the
+engine's NumPy buffer, and the gradients are written straight into a NumPy
+buffer through its tensor view.
+"""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from ..problem import Problem
+
+
+def as_tensor(x):
+    """A CPU float64 tensor sharing memory with the NumPy vector ``x`` (or None)."""
+    if x is None:
+        return None
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    if not x.flags.writeable:          # torch.from_numpy warns on read-only memory
+        x = x.copy()
+    return torch.from_numpy(x)
+
+
+def as_numpy(x):
+    """The NumPy view of a CPU float64 tensor (no copy)."""
+    return None if x is None else x.detach().numpy()
+
+
+@dataclass
+class TorchProblem(Problem):
+    """A Problem on CPU vectors whose ``grad`` / ``vjp`` run a PyTorch loss."""
+
+    derivatives: object = field(default=None, repr=False)
+
+    def __post_init__(self):
+        # Problem.grad calls _grad (then checks step 0's resolution): here it runs torch
+        self._grad = lambda w, meta, t: as_numpy(self.derivatives.grad(as_tensor(w),
+                                                                       as_tensor(meta), t))
+
+    def vjp(self, w, meta, t, u):
+        g, hw, hm = self.derivatives.vjp(as_tensor(w), as_tensor(meta), t, as_tensor(u))
+        return as_numpy(g), as_numpy(hw), as_numpy(hm)
