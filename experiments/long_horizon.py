@@ -66,8 +66,9 @@ def run(args):
     objective, N, sizes = build(args, data)
     la = float(np.log(args.alpha))
     objective(la, np.ones(2), 2, "exact")                      # warm-up (imports, JIT)
+    from tqdm.auto import tqdm
     rows = []
-    for T in args.T:
+    for T in tqdm(args.T, desc="horizons", unit="T", leave=False):
         stats = {}
         ones = np.ones(T)
         g = grad(lambda a, s: objective(a, s, T, "exact", stats), (0, 1))
@@ -82,7 +83,7 @@ def run(args):
             gval, row["unrolled_seconds"], row["unrolled_peak_mb"] = measure(lambda: gu(la))
             row["unrolled_rel_diff"] = float(abs(gval - g_log) / max(abs(g_log), 1e-300))
         rows.append(row)
-        print(f"T={T}: exact {seconds:.2f} s, peak {peak:.1f} MiB, |df/dlog alpha| "
+        tqdm.write(f"T={T}: exact {seconds:.2f} s, peak {peak:.1f} MiB, |df/dlog alpha| "
               f"{row['norm_log_alpha']:.3g}, |df/dalphas| {row['norm_alphas']:.3g}")
     measured = [(r["T"], r["unrolled_peak_mb"]) for r in rows if "unrolled_peak_mb" in r]
     projection = None

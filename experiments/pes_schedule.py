@@ -193,9 +193,10 @@ def grade(g, ref):
 
 def graded_table(args, data):
     from reversible.smoothed import smoothed_gradient
+    from tqdm.auto import tqdm
     est = estimators(args)
     rows = []
-    for T in args.T:
+    for T in tqdm(args.T, desc="graded table", unit="T", leave=False):
         task = Task(data, T, args.hidden, args.batch_size, args.n_val, args.seed)
         theta = np.array(THETA0)
         task.gradient(theta, "exact")                         # warm-up (imports, JIT)
@@ -226,7 +227,7 @@ def graded_table(args, data):
                          "vs_smoothed": grade(grads[name], grads["smoothed"]),
                          "seconds": times[name], "peak_mb": peaks[name]})
         rows[-len(est)]["smoothed_standard_error"] = se
-        print(f"T={T}: " + ", ".join(f"{r['estimator']} cos {r['vs_exact']['cosine']:+.3f}"
+        tqdm.write(f"T={T}: " + ", ".join(f"{r['estimator']} cos {r['vs_exact']['cosine']:+.3f}"
                                      for r in rows[-len(est):]))
     return rows
 
