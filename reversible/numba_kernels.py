@@ -688,3 +688,11 @@ numba_kernel = pytypes.SimpleNamespace(
     parallel_min=PARALLEL_MIN,
     compiling=compiling,
 )
+
+
+# Element-level primitives and buffer plumbing for other compiled update rules
+# (reversible.adam_numba builds Adam's step from them): public names, same objects.
+JIT_OPTIONS = _JIT
+STATUS_EMPTIED = _EMPTIED
+quot32, floordivmod, refill_word, chunk_of = _quot32, _floordivmod, _refill, _chunk_of
+chunk_addresses, grow_buffer, check_buffer, block_layout = _mirror, _grow, _check_buffer, _layout
