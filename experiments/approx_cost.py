@@ -1,6 +1,6 @@
 """Time and peak memory of every hypergradient method against the horizon T.
 
-Runs :func:`reversible.compare.compare` on the built-in problem (MLP on the
+Runs :func:`reversible.compare` on :class:`reversible.models.MLPClassifierProblem` (MLP on the
 bundled digits, per-layer hyperparameters) for each T; wall time is that of
 ``autograd.grad`` of the meta-objective (training + hypergradient), peak memory
 is what :mod:`tracemalloc` sees during a second run.
@@ -19,14 +19,17 @@ METHODS = ("exact", "unrolled", "checkpointed", "forward", "drmad", "drmad_hybri
 
 
 def run(args):
-    from reversible.compare import BuiltinProblem, compare
+    from tqdm.auto import tqdm
+
+    from reversible import compare
+    from reversible.models import MLPClassifierProblem
     results = []
-    for T in args.T:
-        prob = BuiltinProblem(T, hidden=tuple(args.hidden), batch_size=args.batch_size,
-                              n_train=args.n_train, seed=args.seed)
+    for T in tqdm(args.T, desc=NAME, unit="T", leave=False):
+        prob = MLPClassifierProblem.on_digits(T, hidden=tuple(args.hidden), batch_size=args.batch_size,
+                                              n_train=args.n_train, seed=args.seed)
         table = compare(prob.objective, prob.hypers0(), args.methods, "exact", memory=True,
-                        jobs=args.jobs, warmup=prob.warmup_pair())
-        print(f"\n== T = {T} ==\n{table.format(kinds=False)}", flush=True)
+                        jobs=args.jobs, warmup=prob.warmup_pair(), progress=f"T={T}")
+        tqdm.write(f"\n== T = {T} ==\n{table.format(kinds=False)}")
         results.append({"T": T, "N": prob.N, "rows": table.rows})
         meta = {"experiment": NAME, "layer_sizes": prob.layer_sizes, "batch_size": args.batch_size,
                 "n_train": args.n_train, "seed": args.seed, "jobs": args.jobs,

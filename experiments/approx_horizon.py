@@ -1,7 +1,7 @@
 """Approximate against exact hypergradients as the training horizon grows
 (as in the DrMAD thesis: DrMAD, its hybrid "DrMAD2" variant and truncated backprop).
 
-For each horizon T, the built-in compare problem (MLP on the bundled digits,
+For each horizon T, :class:`reversible.models.MLPClassifierProblem` (MLP on the bundled digits,
 per-layer learning rates, momenta, L2 penalties and initial scales) is trained
 for T steps and its validation-loss hypergradient is computed by ``exact`` and
 by each method; results are the cosine to the exact hypergradient (overall and
@@ -27,16 +27,20 @@ def methods_for(T, fraction):
 
 def _hypergradient(job):
     """One (T, method) hypergradient of the built-in problem: (T, spec, gradient, seconds, error)."""
-    from reversible.compare import BuiltinProblem, measure
+    from reversible.grading import measure
+    from reversible.models import MLPClassifierProblem
     T, spec, cfg = job
-    prob = BuiltinProblem(T, **cfg)
+    prob = MLPClassifierProblem.on_digits(T, **cfg)
     g, seconds, _, err = measure(prob.objective, prob.hypers0(), spec, memory=False)
     g = None if g is None else {k: np.asarray(v) for k, v in g.items()}
     return T, spec, g, seconds, err
 
 
 def run(args):
-    from reversible.compare import BuiltinProblem, grade
+    from tqdm.auto import tqdm
+
+    from reversible.grading import grade
+    from reversible.models import MLPClassifierProblem
     cfg = {"hidden": tuple(args.hidden), "batch_size": args.batch_size, "n_train": args.n_train,
            "seed": args.seed}
     # longest horizons first, so that a pool finishes them together
@@ -44,9 +48,10 @@ def run(args):
     if args.jobs > 1:
         from concurrent.futures import ProcessPoolExecutor
         with ProcessPoolExecutor(args.jobs) as pool:
-            done = list(pool.map(_hypergradient, jobs))
+            done = list(tqdm(pool.map(_hypergradient, jobs), total=len(jobs), desc=NAME,
+                             unit="hypergradient", leave=False))
     else:
-        done = [_hypergradient(j) for j in jobs]
+        done = [_hypergradient(j) for j in tqdm(jobs, desc=NAME, unit="hypergradient", leave=False)]
     results, arrays = [], {}
     for T in args.T:
         mine = [d for d in done if d[0] == T]
@@ -69,7 +74,7 @@ def run(args):
                   f"cosine {row['cosine']:+.4f} norm ratio {row['norm_ratio']:.3g} "
                   f"time {seconds:.1f}s"), flush=True)
         results.append({"T": T, "rows": rows})
-    prob = BuiltinProblem(args.T[0], **cfg)
+    prob = MLPClassifierProblem.on_digits(args.T[0], **cfg)
     meta = {"experiment": NAME, "layer_sizes": prob.layer_sizes, "N": prob.N,
             "batch_size": args.batch_size, "n_train": args.n_train, "fraction": args.fraction,
             "seed": args.seed, "jobs": args.jobs, "results": results}

@@ -16,6 +16,7 @@ import sys
 
 import autograd.numpy as anp
 import numpy as np
+from tqdm.auto import tqdm
 from autograd import grad
 
 from experiments.common import add_common_arguments, save_results
@@ -88,13 +89,13 @@ def run(args):
     curves = {}
     for method, key in (("neumann", "terms"), ("cg", "iterations")):
         cos, dist, grads = [], [], []
-        for i in iters:
+        for i in tqdm(iters, desc=method, unit="setting", leave=False):
             g = hypergradient(problem, log_l2, T, alpha, beta, method, **{key: i})
             c, e = _grade(g, ref)
             cos.append(c)
             dist.append(e)
             grads.append(g)
-            print(f"{method:8s} i={i:5d}  cosine {c:+.6f}  l2 distance {e:.3e}", flush=True)
+            tqdm.write(f"{method:8s} i={i:5d}  cosine {c:+.6f}  l2 distance {e:.3e}")
         curves[method] = {"cosine": cos, "l2_distance": dist, "gradients": np.array(grads)}
     singles = {}
     for label, method, opts, horizon in [("identity", "identity", {}, T),

@@ -17,6 +17,7 @@ import math
 import sys
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from experiments.common import add_common_arguments, load_data_from_args, save_results
 
@@ -93,7 +94,7 @@ def run(args):
 
     betas = np.array(args.betas, dtype=np.float64)
     measured, ideal, exact_flags, words = [], [], [], []
-    for b in betas:
+    for b in tqdm(betas, desc="bits per beta", leave=False):
         st = _train(loss, w0, args.T, args.alpha, float(b), reverse=True)
         measured.append(st["bits_per_element_step"])
         ideal.append(float(ideal_bits(quantize_beta(b))))
@@ -107,7 +108,7 @@ def run(args):
     mem_w0 = init_mlp(mem_sizes, scale=0.1, seed=args.seed)
     N_mem = sum(w.size for w in mem_w0)
     buf_bytes, buf_bits = [], []
-    for T in Ts:
+    for T in tqdm(Ts, desc="memory per T", leave=False):
         st = _train(mem_loss, mem_w0, int(T), args.alpha, args.beta, reverse=False)
         buf_bytes.append(st["buffer_bytes"])
         buf_bits.append(st["buffer_bits"])

@@ -29,6 +29,7 @@ import time
 
 import autograd.numpy as anp
 import numpy as np
+from tqdm.auto import tqdm
 
 from experiments.common import add_common_arguments, save_results
 from reversible import data, models, online
@@ -218,23 +219,23 @@ def run(args):
     setup = DigitsSetup(args.n_train, args.n_val, args.hidden, seed=args.seed)
     dropout = _dropout_rows(setup, args) if args.dropout else []
     grid = []
-    for lam in ([] if args.skip_l2 else args.grid):
+    for lam in tqdm([] if args.skip_l2 else args.grid, desc="fixed L2 grid", leave=False):
         grid.append(_fixed_run(setup, args, lam))
-        print(f"fixed lam={lam:.1e}: val CE {grid[-1]['val_ce_final']:.4f} "
-              f"(early stop {grid[-1]['val_ce_early_stop']:.4f})", flush=True)
+        tqdm.write(f"fixed lam={lam:.1e}: val CE {grid[-1]['val_ce_final']:.4f} "
+                   f"(early stop {grid[-1]['val_ce_early_stop']:.4f})")
     best = min(grid, key=lambda r: r["val_ce_final"]) if grid else None
     rows, arrays = [], {}
-    for name in ([] if args.skip_l2 else args.methods):
-        for lam0 in args.inits:
-            row, res = _one_run(setup, args, name, lam0)
-            rows.append(row)
-            key = f"{name}_{lam0:.0e}"
-            arrays[f"log_lam_{key}"] = res.history["u"][:, 0]
-            arrays[f"val_ce_{key}"] = res.history["val_ce"]
-            arrays["record_steps"] = res.history["t"]
-            print(f"{name:>14s} lam0={lam0:.0e}: lam_T={row['lam_final']:.2e} val CE "
-                  f"{row['val_ce_final']:.4f} early {row['val_ce_early_stop']:.4f} gap "
-                  f"{row['gap']:.4f} ({row['seconds']:.0f}s)", flush=True)
+    runs = [] if args.skip_l2 else [(name, lam0) for name in args.methods for lam0 in args.inits]
+    for name, lam0 in tqdm(runs, desc="online runs", leave=False):
+        row, res = _one_run(setup, args, name, lam0)
+        rows.append(row)
+        key = f"{name}_{lam0:.0e}"
+        arrays[f"log_lam_{key}"] = res.history["u"][:, 0]
+        arrays[f"val_ce_{key}"] = res.history["val_ce"]
+        arrays["record_steps"] = res.history["t"]
+        tqdm.write(f"{name:>14s} lam0={lam0:.0e}: lam_T={row['lam_final']:.2e} val CE "
+                   f"{row['val_ce_final']:.4f} early {row['val_ce_early_stop']:.4f} gap "
+                   f"{row['gap']:.4f} ({row['seconds']:.0f}s)")
     summary = {"experiment": NAME, "args": vars(args), "sizes": setup.sizes, "grid": grid,
                "grid_best": best, "rows": rows, "dropout": dropout,
                "per_method": {m: {k: float(np.mean([r[k] for r in rows if r["method"] == m]))

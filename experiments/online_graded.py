@@ -21,6 +21,7 @@ import sys
 import time
 
 import numpy as np
+from tqdm.auto import tqdm
 
 from experiments.common import add_common_arguments, save_results
 from experiments.online_digits import DigitsSetup
@@ -93,7 +94,7 @@ def run(args):
     log_lr = float(np.log(args.lr))
     rows = []
     arrays = {"steps": [], "exact": [], "hypers": []}
-    for k in range(args.segments):
+    for k in tqdm(range(args.segments), desc=NAME, unit="segment", leave=False):
         s = k * args.window
         state = (prob.ws.unflatten(w), prob.ws.unflatten(v), u, log_lr)
         t_start = time.perf_counter()
@@ -105,9 +106,9 @@ def run(args):
             h = estimate(setup, state, name, args, s)
             rows.append({"step": s, "method": name, **compare(h, exact)})
             arrays.setdefault(f"est_{name}", []).append(h)
-        print(f"step {s}: exact {np.array2string(exact, precision=3)} " + " ".join(
+        tqdm.write(f"step {s}: exact {np.array2string(exact, precision=3)} " + " ".join(
             f"{r['method']}:cos={r['cos_l2']:.2f}" for r in rows[-len(args.methods):])
-            + f" ({time.perf_counter() - t_start:.0f}s)", flush=True)
+            + f" ({time.perf_counter() - t_start:.0f}s)")
         # drive: train the segment and take the signed exact step (adaptive(W, W))
         w, v = prob.train(w, v, u, log_lr, s, args.window)
         u = u - args.driver_step * np.sign(exact[:4])

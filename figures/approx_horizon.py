@@ -19,39 +19,73 @@ from figures import save_figure as save  # noqa: E402
 NAME = "approx_horizon"
 
 
+RATIO_RANGE = (1e-4, 1e4)          # norm ratios outside are drawn at the edge and labelled
+
+
+def _row(result, label):
+    return next(x for x in result["rows"] if x["method"].split(":")[0] == label)
+
+
+def _value(row, key):
+    return np.nan if row.get("error") else row[key]
+
+
 def plot(results_dir, out_dir):
+    from matplotlib.ticker import FixedLocator, NullLocator
+
+    from reversible.grading import coinciding_groups
     meta, _ = load_results(results_dir, NAME)
-    Ts = [r["T"] for r in meta["results"]]
-    labels = [row["method"].split(":")[0] for row in meta["results"][0]["rows"]]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+    results = meta["results"]
+    Ts = np.array([r["T"] for r in results], dtype=float)
+    labels = [row["method"].split(":")[0] for row in results[0]["rows"] if
+              row["method"].split(":")[0] != "exact"]
+    markers = dict(zip(labels, "osD^vP"))
+    colors = {label: plt.cm.tab10(i) for i, label in enumerate(labels)}
+    dodge = {label: np.exp(0.04 * (i - (len(labels) - 1) / 2)) for i, label in enumerate(labels)}
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4.0))
+    lo, hi = RATIO_RANGE
     for label in labels:
-        cos, norm = [], []
-        for r in meta["results"]:
-            row = next(x for x in r["rows"] if x["method"].split(":")[0] == label)
-            ok = not row.get("error")
-            cos.append(row["cosine"] if ok else np.nan)
-            norm.append(row["norm"] if ok else np.nan)
-        style = "k-o" if label == "exact" else "o-"
-        if label != "exact":
-            axes[0].plot(Ts, cos, style, label=label)
-        axes[1].plot(Ts, norm, style, label=label)
-    # per-kind cosine of DrMAD and its hybrid
-    kinds = list(meta["results"][0]["rows"][0]["kinds"])
-    for label, ls in (("drmad", "-"), ("drmad_hybrid", "--")):
+        rows = [_row(r, label) for r in results]
+        cos = np.array([_value(row, "cosine") for row in rows])
+        ratio = np.array([_value(row, "norm_ratio") for row in rows])
+        style = dict(marker=markers[label], color=colors[label], ms=6, lw=1.4, label=label)
+        axes[0].plot(Ts * dodge[label], cos, **style)
+        axes[1].plot(Ts * dodge[label], np.clip(ratio, lo, hi), **style)
+        for T, r in zip(Ts * dodge[label], ratio):
+            if np.isfinite(r) and not lo <= r <= hi:
+                axes[1].annotate(f"{r:.0e}", (T, np.clip(r, lo, hi)), fontsize=7,
+                                 color=colors[label], xytext=(4, -10 if r > hi else 4),
+                                 textcoords="offset points")
+    # per hyperparameter kind, DrMAD (solid) and its hybrid (dashed); where they agree within
+    # 5 % they share one line
+    kinds = list(_row(results[0], "exact")["kinds"])
+    curves = {}
+    for label in ("drmad", "drmad_hybrid"):
         for k in kinds:
-            vals = [next(x for x in r["rows"] if x["method"].split(":")[0] == label)["kinds"][k]["cosine"]
-                    for r in meta["results"]]
-            axes[2].plot(Ts, vals, ls, marker="o", label=f"{label}: {k}")
-    axes[0].set(xscale="log", xlabel="forward iterations T", ylabel="cosine to exact",
-                title="direction (all hyperparameters)")
-    axes[1].set(xscale="log", yscale="log", xlabel="forward iterations T",
-                ylabel="hypergradient norm", title="magnitude")
-    axes[2].set(xscale="log", xlabel="forward iterations T", ylabel="cosine to exact",
-                title="per hyperparameter kind")
-    axes[1].legend(fontsize=7)
-    axes[2].legend(fontsize=6)
+            curves[(k, label)] = [_row(r, label)["kinds"][k]["cosine"] if not _row(r, label).get("error")
+                                  else np.nan for r in results]
+    for i, k in enumerate(kinds):
+        per_kind = {label: curves[(k, label)] for label in ("drmad", "drmad_hybrid")}
+        for group in coinciding_groups(per_kind, rtol=0.05, atol=0.02):
+            axes[2].plot(Ts * np.exp(0.04 * (i - 1.5)), per_kind[group[0]], marker="o",
+                         color=plt.cm.Dark2(i), ls="-" if group[0] == "drmad" else "--",
+                         label=f"{k}: {' ~ '.join(group)}")
+    axes[0].set(ylabel="cosine to exact", title="direction (all hyperparameters)", ylim=(-1.05, 1.05))
+    axes[1].set(yscale="log", ylabel="|g| / |g_exact|", title="magnitude", ylim=(lo / 3, hi * 3))
+    axes[2].set(ylabel="cosine to exact", title="DrMAD per hyperparameter kind", ylim=(-1.05, 1.05))
+    for ax in axes:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(FixedLocator(Ts))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.set_xticks(Ts, [f"{int(t)}" for t in Ts])
+        ax.set_xlim(Ts.min() / 1.5, Ts.max() * 1.5)
+        ax.set_xlabel("training steps T")
+        ax.axhline(1.0, color="0.6", lw=0.8, ls=":")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8, loc="lower left")
+    axes[2].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.suptitle(f"MLP {meta['layer_sizes']} on digits; K = {meta['fraction']:.0%} of T for "
-                 "drmad_hybrid and truncated", fontsize=9)
+                 "drmad_hybrid and truncated; dotted: the exact value", fontsize=9)
     fig.tight_layout()
     return save(fig, out_dir, NAME)
 

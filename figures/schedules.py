@@ -21,14 +21,21 @@ def _plt():
     return plt
 
 
-def _group_lines(ax, y, groups, ylabel):
+def _group_lines(ax, y, groups, ylabel, window):
+    """One colour per layer (solid: weights, dotted: biases): the running mean over ``window``
+    steps bold, the raw per-step values faint (Adam makes neighbouring steps zig-zag)."""
+    from scipy.ndimage import uniform_filter1d
     plt = _plt()
     n_layers = len(groups) // 2
     cmap = plt.get_cmap("viridis")
+    t = np.arange(1, y.shape[0] + 1)
+    smooth = uniform_filter1d(y, window, axis=0, mode="nearest")
     for k, name in enumerate(groups):
         c = cmap((k // 2) / max(n_layers - 1, 1))
-        ax.plot(np.arange(1, y.shape[0] + 1), y[:, k], "-" if k % 2 == 0 else ":", color=c,
-                lw=1.2, label=("weights " if k % 2 == 0 else "biases ") + f"layer {k // 2 + 1}")
+        ls = "-" if k % 2 == 0 else ":"
+        ax.plot(t, y[:, k], ls, color=c, lw=0.6, alpha=0.25)
+        ax.plot(t, smooth[:, k], ls, color=c, lw=2.0,
+                label=("weights " if k % 2 == 0 else "biases ") + f"layer {k // 2 + 1}")
     ax.set_ylabel(ylabel)
 
 
@@ -36,15 +43,18 @@ def plot_schedules(meta, arr):
     """Learning rate and momentum schedules per array, and learned initial scales."""
     plt = _plt()
     groups = meta["groups"]
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
-    _group_lines(axes[0], np.exp(arr["log_alphas"]), groups, r"learning rate $\alpha_t$")
+    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    window = max(1, meta["T"] // 10)
+    _group_lines(axes[0], np.exp(arr["log_alphas"]), groups, r"learning rate $\alpha_t$", window)
     _group_lines(axes[1], 1.0 / (1.0 + np.exp(-arr["logit_betas"])), groups,
-                 r"momentum $\beta_t$")
+                 r"momentum $\beta_t$", window)
     for ax in axes[:2]:
         ax.set_xlabel("training step t")
         ax.axhline(np.exp(meta["init"]["log_alpha"]) if ax is axes[0] else meta["init"]["beta"],
                    color="0.6", lw=0.6, ls="--")
-    axes[0].legend(fontsize=7, ncol=2)
+        ax.set_title(f"running mean over {window} steps (bold), per step (faint)", fontsize=9)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=len(groups),
+               fontsize=8, frameon=False, bbox_to_anchor=(0.5, -0.06))
     x = np.arange(len(groups))
     axes[2].bar(x - 0.2, meta["learned_scales"], 0.4, label="learned initial scale")
     axes[2].bar(x + 0.2, meta["inv_sqrt_fan_in"], 0.4, label=r"$1/\sqrt{\mathrm{fan\ in}}$")

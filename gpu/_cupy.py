@@ -1,6 +1,6 @@
 """Finding CuPy and a CUDA device, with a clear error when either is missing."""
 
-_INSTALL = ("install the 'gpu' extra (pip install 'reversible[gpu]'), or CuPy for your CUDA: "
+_INSTALL = ("install the 'gpu' extra (pip install 'reversible-learning[gpu]'), or CuPy for your CUDA: "
             "pip install cupy-cuda12x (CUDA 12) or cupy-cuda13x (CUDA 13)")
 
 

@@ -171,7 +171,7 @@ __device__ __forceinline__ i64 bb_divide(i64 V1, i64 n, double inv_n, u64* hp,
 }
 
 /* The forward step of element i on values held in registers (loads and stores by the caller):
-   V <- n/2**16 V - fix((1 - beta) g);  W <- W + fix(alpha * V). */
+   V <- n/2**32 V - fix((1 - beta) g);  W <- W + fix(alpha * V). */
 __device__ __forceinline__ void fwd_core(
     i64 i, i64* Wi, i64* Vi, u64* h, double gi, i64 k, int* ptr, u16* tail,
     const double* alphas, const i64* ns, const double* invs,

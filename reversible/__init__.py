@@ -2,15 +2,15 @@
 
 from . import checkpoint
 from .api import sgd
-from .compare import compare
+from .grading import compare
 from .buffer import InfoBuffer, effective_beta, quantize_beta
 from .errors import (BufferUnderflowError, CheckpointError, FixedPointOverflowError,
-                     NonFiniteError, ReversibilityError, ReversibleError)
+                     NonFiniteError, ResolutionWarning, ReversibilityError, ReversibleError)
 from .fixedpoint import ExactArray
 from .meta import MetaResult, optimize
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["sgd", "compare", "optimize", "MetaResult", "InfoBuffer", "ExactArray", "effective_beta", "quantize_beta",
            "ReversibleError", "ReversibilityError", "BufferUnderflowError",
-           "FixedPointOverflowError", "NonFiniteError", "CheckpointError"]
+           "FixedPointOverflowError", "NonFiniteError", "CheckpointError", "ResolutionWarning"]

@@ -3,7 +3,7 @@
 Hyperparameters, one entry per parameter array (weights and biases of each
 layer are separate groups): learning-rate schedules ``exp(log_alpha[t, g])``,
 momentum schedules ``logistic(logit_beta[t, g])``, initial scales
-``exp(log_scale[g])`` (times fixed noise) and L2 strengths
+``exp(log_init_scale[g])`` (times fixed noise) and L2 strengths
 ``exp(log_l2[g])``.  The meta-objective is the validation loss after training.
 """
 
@@ -11,58 +11,55 @@ import json
 import os
 import time
 
-import autograd.numpy as np
 import numpy as onp
 from autograd import grad
 
-from .api import sgd
+from .cli import (check_output_directory, int_list, nonnegative_int, positive_float, positive_int,
+                  warm_up_kernels)
 from .meta import optimize
+from .models import MLPClassifierProblem
+
+#: measured with ``time reversible demo`` (and ``--quick``) on the project's machine
+DURATION = "about 60 s on 2 cores (--quick: about 10 s)"
+N_TRAIN, N_VALID = 1000, 397                   # of the 1797 bundled digits
+PIXELS, CLASSES = 64, 10
 
 
 def add_arguments(parser):
     parser.add_argument("--out", default="reversible-demo", help="output directory (default: %(default)s)")
-    parser.add_argument("--layers", default="64,32,10", help="MLP layer sizes (default: %(default)s)")
-    parser.add_argument("--T", type=int, default=100, help="training steps (default: %(default)s)")
-    parser.add_argument("--batch", type=int, default=100, help="minibatch size (default: %(default)s)")
-    parser.add_argument("--meta-steps", type=int, default=15, help="meta-iterations (default: %(default)s)")
-    parser.add_argument("--meta-lr", type=float, default=0.05, help="Adam step (default: %(default)s)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--layers", type=int_list, default=[64, 32, 10],
+                        help=f"MLP layer sizes, comma-separated, from {PIXELS} inputs to {CLASSES} "
+                             "classes (default: 64,32,10)")
+    parser.add_argument("--T", type=positive_int, default=100, help="training steps (default: %(default)s)")
+    parser.add_argument("--batch", type=positive_int, default=100,
+                        help=f"minibatch size, at most {N_TRAIN} (default: %(default)s)")
+    parser.add_argument("--meta-steps", type=positive_int, default=15,
+                        help="meta-iterations (default: %(default)s)")
+    parser.add_argument("--meta-lr", type=positive_float, default=0.05,
+                        help="Adam step (default: %(default)s)")
+    parser.add_argument("--seed", type=nonnegative_int, default=0)
     parser.add_argument("--quick", action="store_true", help="tiny settings (a few seconds)")
 
 
-def _logistic(x):
-    return 0.5 * (np.tanh(0.5 * x) + 1.0)
+def check_arguments(args):
+    """Checks argparse cannot express alone: a usage error (exit 2) names the option."""
+    layers = args.layers
+    if len(layers) < 2 or layers[0] != PIXELS or layers[-1] != CLASSES:
+        args.command_parser.error(f"argument --layers: must start with {PIXELS} (pixels of a digit) and end "
+                           f"with {CLASSES} (classes), e.g. 64,32,10; got {','.join(map(str, layers))}")
+    if args.batch > N_TRAIN:
+        args.command_parser.error(f"argument --batch: must be at most {N_TRAIN} (the training examples); "
+                           f"got {args.batch}")
+    check_output_directory(args.command_parser, args.out)
 
 
 def build_problem(layers, T, batch, seed):
-    """Digits split, the training loss, fixed init noise, initial hypers and the meta-objective."""
-    from .data import load_digits, split
-    from .models import init_mlp, make_train_loss, mlp_shapes, nll
-
-    train, valid, test = split(load_digits(), (1000, 397, 400), seed=seed)
-    shapes = mlp_shapes(layers)
-    G = len(shapes)
-    noise = init_mlp(layers, scale=1.0, seed=seed)
-    train_loss = make_train_loss(train, layers, batch, seed=seed, l2="group")
-
-    hypers0 = {
-        "log_alpha": onp.full((T, G), onp.log(0.3)),
-        "logit_beta": onp.full((T, G), onp.log(0.9 / 0.1)),
-        "log_scale": onp.array([onp.log(1.0 / onp.sqrt(s[0])) if len(s) == 2 else onp.log(0.01)
-                                for s in shapes]),
-        "log_l2": onp.full(G, -6.0),
-    }
-
-    def train_run(h, method="exact", stats=None):
-        w0 = [np.exp(h["log_scale"][g]) * noise[g] for g in range(G)]
-        return sgd(train_loss, w0, np.exp(h["log_alpha"]), _logistic(h["logit_beta"]), h["log_l2"],
-                   method=method, stats=stats)
-
-    def meta_objective(h, i=0, method="exact", stats=None):
-        return nll(train_run(h, method, stats), valid.X, valid.y)
-
-    return dict(train=train, valid=valid, test=test, shapes=shapes, hypers0=hypers0,
-                meta_objective=meta_objective, train_run=train_run)
+    """The demo's problem and starting hyperparameters: per-step schedules for every group."""
+    problem = MLPClassifierProblem.on_digits(T, n_train=N_TRAIN, n_valid=N_VALID, seed=seed,
+                                             hidden=tuple(layers[1:-1]), batch_size=batch)
+    hypers0 = problem.hypers0(alpha=0.3, beta=0.9, l2=onp.exp(-6.0), schedule=True,
+                              init_scale=problem.fan_in_scales(bias_scale=0.01))
+    return problem, hypers0
 
 
 def _agreement(g_exact, g_ref):
@@ -76,31 +73,31 @@ def _agreement(g_exact, g_ref):
 
 
 def main(args):
+    check_arguments(args)
     if args.quick:
-        args.T, args.meta_steps, args.layers = min(args.T, 20), min(args.meta_steps, 3), "64,16,10"
-    layers = [int(s) for s in args.layers.split(",")]
-    os.makedirs(args.out, exist_ok=True)
-    p = build_problem(layers, args.T, args.batch, args.seed)
-    h0 = p["hypers0"]
-    N = sum(int(onp.prod(s)) for s in p["shapes"])
-    print(f"MLP {layers} on the bundled digits: {N} weights in {len(p['shapes'])} groups, "
+        args.T, args.meta_steps, args.layers = min(args.T, 20), min(args.meta_steps, 3), [64, 16, 10]
+    layers = args.layers
+    p, h0 = build_problem(layers, args.T, args.batch, args.seed)
+    print(f"MLP {layers} on the bundled digits: {p.N} weights in {p.G} groups, "
           f"T = {args.T} steps, batch {args.batch}")
+    compile_seconds = warm_up_kernels()
 
     stats = {}
     t0 = time.perf_counter()
-    g_exact = grad(p["meta_objective"])(h0, 0, "exact", stats)
+    g_exact = grad(p.objective)(h0, "exact", stats)
     t_exact = time.perf_counter() - t0
     t0 = time.perf_counter()
-    g_unrolled = grad(p["meta_objective"])(h0, 0, "unrolled")
+    g_unrolled = grad(p.objective)(h0, "unrolled")
     t_unrolled = time.perf_counter() - t0
     agree = _agreement(g_exact, g_unrolled)
     print("\nexact hypergradient vs autograd through the unrolled float64 loop:")
     for k, row in agree.items():
-        print(f"  {k:11s} relative error {row['relative_error']:.2e}   cosine {row['cosine']:.12f}")
+        print(f"  {k:14s} relative error {row['relative_error']:.2e}   cosine {row['cosine']:.12f}")
     print(f"  reversed bit for bit: {stats['reversed_exactly']}   "
-          f"time exact {t_exact:.2f} s, unrolled {t_unrolled:.2f} s")
+          f"time exact {t_exact:.2f} s, unrolled {t_unrolled:.2f} s "
+          f"(kernel compilation, {compile_seconds:.1f} s, not included)")
     bits, ideal = stats["bits_per_element_step"], stats["ideal_bits_per_element_step"]
-    traj_bytes = 2 * 8 * N * args.T
+    traj_bytes = 2 * 8 * p.N * args.T
     print(f"\ninformation buffer: {bits:.4f} bits per weight per step "
           f"(ideal log2(1/beta) = {ideal:.4f}, ratio {bits / ideal:.4f})")
     print(f"memory: buffer {stats['buffer_bits'] / 8 / 1024:.1f} KiB of information "
@@ -108,43 +105,62 @@ def main(args):
           f"the trajectory (w and v in float64): {traj_bytes / max(stats['buffer_bytes'], 1):.0f}x less")
 
     print(f"\n{args.meta_steps} meta-iterations of Adam on the validation loss:")
-    result = optimize(lambda h, i: p["meta_objective"](h, i), h0, args.meta_steps,
-                      lr=args.meta_lr, progress=True)
+    result = optimize(lambda h, i: p.objective(h), h0, args.meta_steps, lr=args.meta_lr,
+                      progress=True)
     print(f"  validation loss {result.objectives[0]:.4f} -> {result.objectives[-1]:.4f} "
           f"(last evaluated iterate)")
-    final = float(p["meta_objective"](result.hypers))
+    final = float(p.objective(result.hypers))
     print(f"  validation loss at the final hyperparameters: {final:.4f}")
 
     png = os.path.join(args.out, "learned_schedules.png")
-    _plot_schedules(h0, result.hypers, p["shapes"], png)
-    summary = {"layers": layers, "T": args.T, "weights": N, "agreement": agree,
+    plot_schedules(h0, result.hypers, p.group_names(), png)
+    summary = {"layers": layers, "T": args.T, "weights": p.N, "agreement": agree,
                "reversed_exactly": bool(stats["reversed_exactly"]),
                "bits_per_element_step": bits, "ideal_bits_per_element_step": ideal,
                "buffer_bytes": stats["buffer_bytes"], "trajectory_bytes": traj_bytes,
                "seconds_exact": t_exact, "seconds_unrolled": t_unrolled,
+               "seconds_compile": compile_seconds,
                "meta": result.to_json(), "final_validation_loss": final}
-    with open(os.path.join(args.out, "demo.json"), "w") as f:
+    path = os.path.join(args.out, "demo.json")
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w") as f:
         json.dump(summary, f, indent=2)
-    print(f"\nwrote {png} and {os.path.join(args.out, 'demo.json')}")
+    os.replace(tmp, path)
+    print(f"\nwrote {png} and {path}")
     return 0
 
 
-def _plot_schedules(h0, h1, shapes, path):
+def plot_schedules(h0, h1, names, path):
+    """Learned learning-rate and momentum schedules per group: running mean bold, raw values faint."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from scipy.ndimage import uniform_filter1d
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    names = [f"{'W' if len(s) == 2 else 'b'}{i // 2 + 1}" for i, s in enumerate(shapes)]
-    colors = plt.cm.viridis(onp.linspace(0, 0.9, len(shapes)))
-    for g, name in enumerate(names):
-        axes[0].plot(onp.exp(h1["log_alpha"][:, g]), color=colors[g], label=name)
-        axes[1].plot(1 / (1 + onp.exp(-h1["logit_beta"][:, g])), color=colors[g], label=name)
-    axes[0].plot(onp.exp(h0["log_alpha"][:, 0]), "k--", lw=1, label="initial")
-    axes[1].plot(1 / (1 + onp.exp(-h0["logit_beta"][:, 0])), "k--", lw=1, label="initial")
-    axes[0].set(title="learning rate schedule", xlabel="step t", ylabel="alpha_t")
-    axes[1].set(title="momentum schedule", xlabel="step t", ylabel="beta_t")
-    axes[0].legend(fontsize=7, ncol=2)
+    alphas = onp.exp(h1["log_alpha"])
+    betas = 1 / (1 + onp.exp(-h1["logit_beta"]))
+    T = alphas.shape[0]
+    window = max(1, T // 5)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    colors = plt.cm.tab10(onp.arange(len(names)) % 10)
+    steps = onp.arange(T)
+    for ax, values, initial in ((axes[0], alphas, onp.exp(h0["log_alpha"][:, 0])),
+                                (axes[1], betas, 1 / (1 + onp.exp(-h0["logit_beta"][:, 0])))):
+        smooth = uniform_filter1d(values, window, axis=0, mode="nearest")
+        for g, name in enumerate(names):
+            ax.plot(steps, values[:, g], color=colors[g], lw=0.6, alpha=0.25)
+            ax.plot(steps, smooth[:, g], color=colors[g], lw=2, label=name)
+        ax.plot(steps, initial, "k--", lw=1, label="initial")
+        ax.set_xlabel("training step t")
+        ax.grid(alpha=0.3)
+    axes[0].set(title=f"learning rate (running mean over {window} steps; raw faint)",
+                ylabel="alpha_t")
+    axes[1].set(title=f"momentum (running mean over {window} steps; raw faint)", ylabel="beta_t")
+    for ax in axes:
+        ax.title.set_fontsize(10)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center left", bbox_to_anchor=(1.0, 0.5), fontsize=8,
+               title="parameter group", title_fontsize=8, frameon=False)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)

@@ -142,18 +142,16 @@ def sgd_inputs(train_loss, w0, alphas, betas, meta=None, *, v0=None, frac_bits=N
     validate.choice(hvp, "hvp", HVP_MODES)
     problem = Problem.from_containers(
         train_loss, params.structure, params.meta_structure,
-        w0=_copy(params.w0), v0=_copy(params.v0), alphas=_values(alphas2),
-        betas=_values(betas2), meta=None if params.meta is None else _values(params.meta),
+        w0=_read_only(params.w0), v0=_read_only(params.v0), alphas=_read_only(alphas2),
+        betas=_read_only(betas2), meta=None if params.meta is None else _read_only(params.meta),
         frac_bits=frac_bits, kernel=kernel, progress=progress, hvp=hvp,
         check_resolution=bool(fixed_point))
     return SGDInputs(params, alphas2, betas2, problem, stats)
 
 
-def _copy(x):
-    """A float64 copy of a possibly boxed array (methods may start from it in place)."""
-    return np.array(getval(x), dtype=np.float64)
-
-
-def _values(x):
-    """The float64 value of a possibly boxed array, without copying an unboxed float64 one."""
-    return np.asarray(getval(x), dtype=np.float64)
+def _read_only(x):
+    """The float64 value of a possibly boxed array as a read-only view (no copy of the user's
+    array: a method that tried to update it in place would raise instead of corrupting it)."""
+    out = np.asarray(getval(x), dtype=np.float64).view()
+    out.flags.writeable = False
+    return out

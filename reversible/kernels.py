@@ -2,8 +2,10 @@
 
 A kernel is a namespace with three functions on int64 fixed-point vectors:
 
-* ``forward_step(W, V, g, alpha_row, n_row, schedule, buffer, frac_bits, t) -> (W, V)``:
-  ``V <- n/2**32 * V - fix((1 - beta) g)``, then ``W <- W + fix(alpha * V)``;
+* ``forward_step(W, V, g, alpha_row, n_row, schedule, buffer, frac_bits, t, w_out=None) -> (W, V)``:
+  ``V <- n/2**32 * V - fix((1 - beta) g)``, then ``W <- W + fix(alpha * V)``; with
+  ``w_out`` (a float64 N-vector) also writes ``to_float(W)`` of the new weights into it
+  (the compiled kernel does so in the same pass);
 * ``reverse_position(W, V, alpha_row, schedule, frac_bits, t) -> W``: undo the position update;
 * ``reverse_velocity(V, g, n_row, schedule, buffer, frac_bits, t) -> V``: undo the velocity update.
 
@@ -33,7 +35,7 @@ def _row_per_element(row, schedule):
     return row[schedule.group_index]
 
 
-def _np_forward_step(W, V, g, alpha_row, n_row, schedule, buffer, frac_bits, t):
+def _np_forward_step(W, V, g, alpha_row, n_row, schedule, buffer, frac_bits, t, w_out=None):
     n_e = _row_per_element(n_row, schedule)
     alpha_e = _row_per_element(alpha_row, schedule)
     V = buffer.multiply(V, n_e)
@@ -41,6 +43,8 @@ def _np_forward_step(W, V, g, alpha_row, n_row, schedule, buffer, frac_bits, t):
     V = checked_add(V, D, frac_bits, "velocity", t, subtract=True)
     D = to_fixed(alpha_e * to_float(V, frac_bits), frac_bits, "weight step alpha * v", t)
     W = checked_add(W, D, frac_bits, "weights", t)
+    if w_out is not None:
+        w_out[...] = to_float(W, frac_bits)
     return W, V
 
 
@@ -79,9 +83,10 @@ _WARM_NOTICE_AFTER_S = 1.0
 def warm_up(name="auto"):
     """Compile kernel ``name`` once (or load it from numba's cache); returns the seconds spent.
 
-    Runs a tiny problem through every regime (identity, fused ``beta > 1/2``,
-    two-step ``beta <= 1/2``, a per-group mixture, forward and reverse) so no
-    later call compiles.  Prints one line to stderr only when this takes
+    Runs tiny problems through every regime (identity, at most one spilled
+    word per step, two words per step for ``beta < 2**-16``, a per-group
+    mixture, forward and reverse, serial and parallel loops) so no later call
+    compiles.  Prints one line to stderr only when this takes
     longer than a second (a real compilation, not a cache load).  Benchmarks
     call it first so compile time never enters their timings.
     """
@@ -105,15 +110,18 @@ def warm_up(name="auto"):
 
 
 def _exercise(kernel):
-    """A few forward and reverse steps over every regime on 8 elements (checks the round trip)."""
-    from .buffer import InfoBuffer, quantize_beta
+    """A few forward and reverse steps over every regime, serial and parallel (checks the round trip)."""
+    from .buffer import InfoBuffer
     from .trajectory import Schedule
 
-    N, T, F = 8, 3, 40
-    betas = np.array([[1.0, 0.9, 0.3, 0.5], [0.99, 1.0, 0.9, 0.2], [0.3, 0.3, 1.0, 0.999]])
-    quantize_beta(betas)
-    for group_index in (np.arange(N) // 2, np.zeros(N, dtype=np.int64)):
-        G = int(group_index.max()) + 1
+    T, F = 3, 40
+    betas = np.array([[1.0, 0.9, 0.3, 2.0 ** -20], [0.99, 1.0, 2.0 ** -20, 0.2],
+                      [0.3, 0.3, 1.0, 0.9999]])     # identity, one spill, two spills per step
+    sizes = [8, 8]
+    if getattr(kernel, "parallel_min", 0):           # the parallel loops compile separately
+        sizes.append(kernel.parallel_min)
+    for N, G in zip(sizes, (4, 1, 4)):
+        group_index = np.arange(N) * G // N
         sched = Schedule.build(np.full((T, G), 0.1), betas[:, :G], group_index, G)
         rng = np.random.default_rng(0)
         W0 = to_fixed(rng.standard_normal(N), F)

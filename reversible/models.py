@@ -189,3 +189,104 @@ def make_train_loss(data, layer_sizes, batch_size, seed=0, activation="tanh", l2
         return loss + l2_penalty(w, meta, l2)
 
     return train_loss
+
+
+class MLPClassifierProblem:
+    """Tuning an MLP classifier's training run: hyperparameters -> validation loss after training.
+
+    The network ``layer_sizes = [d, *hidden, classes]`` is trained by
+    :func:`reversible.sgd` on ``train`` for ``T`` steps with deterministic
+    minibatches (:func:`reversible.data.batch_indices`).  Hyperparameters, a
+    dict with one entry per parameter array (group ``g``; weights and biases of
+    a layer are separate groups):
+
+    * ``log_alpha``, ``logit_beta``: learning rate ``exp(.)`` and momentum
+      ``logistic(.)``, of shape ``(G,)`` (constant over the run) or ``(T, G)``
+      (one value per step: a schedule); the logistic keeps every beta in (0, 1);
+    * ``log_l2``: L2 penalty ``exp(.)`` per group, shape ``(G,)``;
+    * ``log_init_scale``: ``w0[g] = exp(log_init_scale[g]) * noise[g]`` with
+      fixed standard-normal ``noise`` drawn from ``seed``, shape ``(G,)``.
+
+    :meth:`objective` is the validation NLL of ``w_T``; ``autograd.grad`` of it
+    is the hypergradient computed by the chosen method.  Instances pickle by
+    their constructor arguments, so process pools can use them.
+    """
+
+    #: forward-mode directions that span this parameterisation exactly
+    FORWARD_BASIS = {"w0": "scale", "v0": None, "alphas": "groups", "betas": "groups",
+                     "meta": "full"}
+
+    def __init__(self, train, valid, T, hidden=(32,), batch_size=50, seed=0, activation="tanh"):
+        T = int(T)
+        if T < 1:
+            raise ValueError(f"T must be a positive number of training steps; got {T}")
+        self._args = (train, valid, T, tuple(hidden), batch_size, seed, activation)
+        self.train_data, self.valid = train, valid
+        self.layer_sizes = _check_layer_sizes([train.d] + list(hidden) + [train.n_classes])
+        self.activation = activation
+        self.train_loss = make_train_loss(train, self.layer_sizes, batch_size, seed=seed,
+                                          activation=activation, l2="group")
+        self.noise = init_mlp(self.layer_sizes, scale=1.0, seed=seed)
+        self.shapes = [w.shape for w in self.noise]
+        self.G = len(self.noise)
+        self.N = int(sum(w.size for w in self.noise))
+        self.T = T
+
+    @classmethod
+    def on_digits(cls, T, n_train=1000, n_valid=None, seed=0, **options):
+        """The problem on scikit-learn's bundled digits: ``n_train`` examples to train on,
+        ``n_valid`` (default: all the rest) to validate on, split by ``seed``."""
+        from .data import load_digits, split
+        digits = load_digits()
+        if n_valid is None:
+            n_valid = digits.n - int(n_train)
+        train, valid = split(digits, (n_train, n_valid), seed=seed)[:2]
+        return cls(train, valid, T, seed=seed, **options)
+
+    def __reduce__(self):
+        return (type(self), self._args)
+
+    def group_names(self):
+        """``W1, b1, W2, b2, ...``: one name per parameter array."""
+        return [f"{'W' if len(s) == 2 else 'b'}{i // 2 + 1}" for i, s in enumerate(self.shapes)]
+
+    def hypers0(self, alpha=0.2, beta=0.9, l2=1e-3, init_scale=0.1, schedule=False):
+        """Starting hyperparameters: every group at ``alpha``, ``beta``, ``l2`` and ``init_scale``
+        (a float, or one value per group); ``schedule=True`` gives per-step ``(T, G)`` alphas and betas."""
+        G = self.G
+        scale = onp.broadcast_to(onp.asarray(init_scale, dtype=onp.float64), (G,))
+        if not (0 < beta < 1 and alpha > 0 and l2 > 0 and onp.all(scale > 0)):
+            raise ValueError(f"need alpha > 0, 0 < beta < 1, l2 > 0 and init_scale > 0; got "
+                             f"alpha={alpha}, beta={beta}, l2={l2}, init_scale={init_scale}")
+        shape = (self.T, G) if schedule else (G,)
+        return {"log_alpha": onp.full(shape, onp.log(alpha)),
+                "logit_beta": onp.full(shape, onp.log(beta / (1 - beta))),
+                "log_l2": onp.full(G, onp.log(l2)),
+                "log_init_scale": onp.log(scale).copy()}
+
+    def fan_in_scales(self, bias_scale=0.01):
+        """Per-group initial scales ``1 / sqrt(fan_in)`` for weights and ``bias_scale`` for biases."""
+        return [1.0 / onp.sqrt(s[0]) if len(s) == 2 else bias_scale for s in self.shapes]
+
+    def weights(self, hypers, method="exact", stats=None):
+        """``w_T``: train with ``hypers`` by ``method`` (a name or spec such as ``"truncated:K=10"``)."""
+        from .api import sgd
+        from .grading import method_kwargs
+        kw = method_kwargs(method)
+        if kw["method"] == "forward":
+            kw.setdefault("basis", self.FORWARD_BASIS)
+        ones = np.ones((self.T, 1))
+        alphas = ones * np.exp(hypers["log_alpha"])
+        betas = ones * (0.5 * (np.tanh(0.5 * hypers["logit_beta"]) + 1.0))
+        w0 = [np.exp(hypers["log_init_scale"][g]) * self.noise[g] for g in range(self.G)]
+        return sgd(self.train_loss, w0, alphas, betas, hypers["log_l2"], stats=stats, **kw)
+
+    def objective(self, hypers, method="exact", stats=None):
+        """Validation NLL after training: the meta-objective."""
+        return nll(self.weights(hypers, method, stats), self.valid.X, self.valid.y, self.activation)
+
+    def warmup_pair(self):
+        """``(objective, hypers)`` of the same problem over 2 steps: a cheap untimed warm-up run."""
+        train, valid, _, *rest = self._args
+        short = type(self)(train, valid, 2, *rest)
+        return short.objective, short.hypers0()

@@ -26,9 +26,11 @@ Design points:
 * Tails stay in the :class:`~reversible.buffer.InfoBuffer` chunk list; the
   loops get the chunks' data addresses (rebuilt only when the list changes)
   and view each chunk in place.  The forward pass only pushes and the
-  reverse pass only pops.  A forward block that finds a tail full stops
-  *before* that element; Python appends one chunk (never copying history)
-  and the blocks resume where they stopped.
+  reverse pass only pops.  Forward spills (about 1 % of element-steps at
+  beta = 0.9) are queued per block and written after the block's loop, so
+  the hot loop writes no tail; when a tail is full, control returns to
+  Python, which appends one chunk (never copying history), and the blocks
+  resume where they stopped.
 * Errors never raise inside a loop: the loops OR flags into the status rows
   and the wrapper replays the failing stage with the NumPy functions
   (:func:`~reversible.fixedpoint.to_fixed`, ``checked_add``), so the
@@ -40,6 +42,7 @@ also write ``float(W)`` of the new weights into ``w_out`` in the same pass.
 """
 
 import operator
+import threading
 import types as pytypes
 import weakref
 
@@ -60,9 +63,30 @@ _BAD, _BAD_VEL, _BAD_DIV, _UF1, _UF2, _EMPTIED = range(6)
 _STATUS_LEN = 6
 
 BLOCK = 1 << 14            # elements per block
+TILE = 1 << 8              # elements multiplied, then updated, while in cache
+QUEUE = 1 << 11            # spilled words a block queues before writing them to the tails
 PARALLEL_MIN = 1 << 16     # steps with fewer elements run on one thread
 
-_JIT = dict(nogil=True, cache=True, error_model="numpy", fastmath=False)
+
+
+def _cache_probe():
+    return 0
+
+
+def _caching_possible():
+    """Whether numba can cache this module's compiled code (beside it or in the user's cache dir)."""
+    try:
+        njit(cache=True)(_cache_probe)      # finds a cache directory now; compiles nothing
+    except RuntimeError:    # read-only install and no writable cache directory
+        import warnings
+        warnings.warn("reversible: numba cannot cache the compiled kernel (read-only install and no "
+                      "writable cache directory); it is compiled in every process. Set NUMBA_CACHE_DIR "
+                      "to a writable directory to cache it.", RuntimeWarning, stacklevel=2)
+        return False
+    return True
+
+
+_JIT = dict(nogil=True, cache=_caching_possible(), error_model="numpy", fastmath=False)
 
 _TWO63 = 9223372036854775808.0     # 2.0**63
 _U32 = np.uint64(32)
@@ -95,14 +119,6 @@ def _chunk_of(addrs, rows, N, p):
 
 
 @njit(**_JIT)
-def _push(addrs, rows, N, ptr, i, word):
-    p = ptr[i]
-    chunk, row = _chunk_of(addrs, rows, N, p)
-    chunk[row, i] = np.uint16(word & _MASKW)
-    ptr[i] = p + 1
-
-
-@njit(**_JIT)
 def _refill(addrs, rows, N, ptr, i, h, status, which):
     """``h * 2**16 + (top word of element i)``; an empty tail is recorded in ``status[which]``."""
     p = ptr[i]
@@ -120,38 +136,42 @@ def _refill(addrs, rows, N, ptr, i, h, status, which):
 
 # ------------------------------------------------------------------ arithmetic
 @njit(**_JIT)
-def _quot32(x, n, nu, inv_n):
-    """``(x // n, x % n)`` for uint64 ``x < n * 2**32`` (quotient below 2**32).
-
-    The float64 estimate is within one of the quotient (relative error about
-    ``2**-52`` on a value below ``2**32``); the remainder fixes it exactly.
-    """
-    q = np.uint64(np.float64(x) * inv_n)
-    rem = np.int64(x - q * nu)            # exact: |x - q n| < 2 n, wrap-around cancels
-    if rem < 0:
-        q -= np.uint64(1)
-        rem += n
-    elif rem >= n:
-        q += np.uint64(1)
-        rem -= n
-    return q, rem
+def _fixup(q, r, n):
+    """Correct a quotient estimate that is off by at most one, using its remainder ``r``."""
+    if r < 0:
+        return q - 1, r + n
+    if r >= n:
+        return q + 1, r - n
+    return q, r
 
 
 @njit(**_JIT)
-def _floordivmod(v, n, inv_n):
-    """``(v // n, v % n)`` for int64 ``v`` and ``1 <= n < 2**32`` (floor semantics)."""
+def _quot32(x, n, nu, inv_n):
+    """``(x // n, x % n)`` for uint64 ``x < n * 2**32`` (quotient below 2**32).
+
+    The float64 estimate ``(x >> 1) * (2 / n)`` (signed conversions only, which
+    are single instructions) is within one of the quotient: relative error about
+    ``2**-51`` on a value below ``2**32``, plus ``1 / n`` for the dropped bit.
+    The remainder fixes it exactly.  ``inv_n`` is ``2.0 / n``.
+    """
+    q = np.int64(np.float64(np.int64(x >> np.uint64(1))) * inv_n)
+    q, rem = _fixup(q, np.int64(x - np.uint64(q) * nu), n)   # |x - q n| < 2 n: exact mod 2**64
+    return np.uint64(q), rem
+
+
+@njit(**_JIT)
+def _floordivmod(v, n, nu, inv_n, inv2_n):
+    """``(v // n, v % n)`` for int64 ``v`` and ``1 <= n < 2**32`` (floor semantics), without a
+    hardware division: ``inv_n = 1 / n``, ``inv2_n = 2 / n``."""
     if n > _HALF_N:                       # quotient below 2**32: float estimate, fixed up
         qv = np.int64(np.floor(np.float64(v) * inv_n))
-        r = v - qv * n
-        if r < 0:
-            qv -= 1
-            r += n
-        elif r >= n:
-            qv += 1
-            r -= n
-        return qv, r
-    qv = v // n
-    return qv, v - qv * n
+        return _fixup(qv, v - qv * n, n)
+    # long division in 32-bit limbs: v = vh 2**32 + vl, |vh| < 2**31
+    vh = v >> 32
+    a1 = np.int64(np.floor(np.float64(vh) * inv_n))
+    a1, r1 = _fixup(a1, vh - a1 * n, n)
+    c, r = _quot32((np.uint64(r1) << _U32) | np.uint64(v & 0xFFFFFFFF), n, nu, inv2_n)
+    return (a1 << 32) + np.int64(c), r
 
 
 @njit(**_JIT)
@@ -170,73 +190,132 @@ def _fix(x):
 # negative-index handling on every access), and helpers take scalars only.
 
 @njit(**_JIT)
-def _forward_range(W, V, g, wf, has_wf, lo, hi, n, alpha, c1, inv_scale, head, ptr, addrs, rows,
-                   status):
-    """One forward step over elements ``lo..hi-1`` of one group; returns ``hi``, or the
-    element whose tail is full (left unchanged)."""
-    N = V.shape[0]
-    capacity = addrs.shape[0] * rows
+def _forward_update(W, V, g, wf, has_wf, lo, hi, alpha, c1, inv_scale, status):
+    """``V -= fix((1 - beta) g)``, ``W += fix(alpha V)`` over ``lo..hi-1`` (checked; vectorises)."""
     ok, acc = True, np.int64(0)
-    Vs, Ws, gs, hs = V[lo:hi], W[lo:hi], g[lo:hi], head[lo:hi]
-    bb = n < BETA_ONE
-    nu = np.uint64(n)
-    limit = nu << _U32                    # spill while head >= n 2**32
-    inv_n = 1.0 / np.float64(n)
-    stop = hi
+    Vs, Ws, gs = V[lo:hi], W[lo:hi], g[lo:hi]
     for j in range(Vs.shape[0]):
         v = Vs[j]
-        if bb:
-            h = hs[j]
-            if h >= limit:                # make room: one word, two when n < 2**16
-                i = lo + j
-                two = (h >> _UW) >= limit
-                if ptr[i] + (2 if two else 1) > capacity:
-                    stop = i
-                    break
-                _push(addrs, rows, N, ptr, i, h)
-                h >>= _UW
-                if two:
-                    _push(addrs, rows, N, ptr, i, h)
-                    h >>= _UW
-            # pop u = h mod n, push the 32 low bits of X = V n + u
-            q, u = _quot32(h, n, nu, inv_n)
-            P = np.uint64(v & 0xFFFFFFFF) * nu + np.uint64(u)
-            hs[j] = (q << _U32) | (P & _MASK32)
-            v = (v >> 32) * n + np.int64(P >> _U32)
-        s1 = np.rint(gs[j] * c1)
-        ok1 = abs(s1) < _TWO63
-        D1 = np.int64(s1) if ok1 else np.int64(0)
+        D1, ok1 = _fix(gs[j] * c1)
         vn = v - D1
-        s3 = np.rint(alpha * np.float64(vn))
-        ok3 = abs(s3) < _TWO63
-        D3 = np.int64(s3) if ok3 else np.int64(0)
+        D3, ok3 = _fix(alpha * np.float64(vn))
         w = Ws[j]
         wn = w + D3
         ok &= ok1 & ok3
         acc |= ((v ^ vn) & ((-D1) ^ vn)) | ((w ^ wn) & (D3 ^ wn))
         Vs[j] = vn
         Ws[j] = wn
-        if has_wf:
-            wf[lo + j] = np.float64(wn) * inv_scale
+    if has_wf:
+        wfs = wf[lo:hi]
+        for j in range(Ws.shape[0]):
+            wfs[j] = np.float64(Ws[j]) * inv_scale
     if not ok or acc < 0:
         status[_BAD] = 1
-    return stop
 
 
-def _forward_blocks_py(W, V, g, wf, has_wf, bhi, bgroup, pos, alpha_row, n_row, head, ptr,
-                       addrs, rows, frac_bits, status):
-    """Every block ``b`` steps elements ``pos[b]..bhi[b]-1``; ``pos[b]`` is left where it stopped."""
+@njit(**_JIT)
+def _forward_multiply(V, lo, hi, n, head, spill, k):
+    """``V <- V n / 2**32`` through the heads over ``lo..hi-1``; spilled words are queued in
+    ``spill`` from slot ``k`` as ``(element << 16) | word``; returns the new queue length.
+
+    A range without any spill (most of them when beta > 1/2) runs a loop free of
+    data-dependent stores, which the compiler can vectorise.
+    """
+    Vs, hs = V[lo:hi], head[lo:hi]
+    nu = np.uint64(n)
+    limit = nu << _U32                    # spill while head >= n 2**32
+    inv2_n = 2.0 / np.float64(n)
+    spills = 0
+    for j in range(hs.shape[0]):
+        spills += hs[j] >= limit
+    if spills == 0:
+        for j in range(Vs.shape[0]):
+            v = Vs[j]
+            q, u = _quot32(hs[j], n, nu, inv2_n)
+            P = np.uint64(v & 0xFFFFFFFF) * nu + np.uint64(u)
+            hs[j] = (q << _U32) | (P & _MASK32)
+            Vs[j] = (v >> 32) * n + np.int64(P >> _U32)
+        return k
+    for j in range(Vs.shape[0]):
+        v = Vs[j]
+        h = hs[j]
+        if h >= limit:                    # one word, a second one when n < 2**16
+            spill[k] = ((lo + j) << 16) | np.int64(h & _MASKW)
+            h >>= _UW
+            k += 1
+            if h >= limit:
+                spill[k] = ((lo + j) << 16) | np.int64(h & _MASKW)
+                h >>= _UW
+                k += 1
+        # pop u = h mod n, push the 32 low bits of X = V n + u
+        q, u = _quot32(h, n, nu, inv2_n)
+        P = np.uint64(v & 0xFFFFFFFF) * nu + np.uint64(u)
+        hs[j] = (q << _U32) | (P & _MASK32)
+        Vs[j] = (v >> 32) * n + np.int64(P >> _U32)
+    return k
+
+
+@njit(**_JIT)
+def _forward_range(W, V, g, wf, has_wf, lo, hi, n, alpha, c1, inv_scale, head, spill, status):
+    """One forward step over elements ``lo..hi-1`` of one group, in tiles of :data:`TILE`
+    elements: the multiply (scalar integer work, no tail writes) then the fixed-point update
+    (which vectorises) while the tile is in cache.  Returns ``(next element, words queued)``,
+    stopping at a tile boundary when the queue might not hold another tile's spills."""
+    k = 0
+    start = lo
+    while start < hi:
+        if k > spill.shape[0] - 2 * TILE:
+            break
+        end = min(start + TILE, hi)
+        if n < BETA_ONE:
+            k = _forward_multiply(V, start, end, n, head, spill, k)
+        _forward_update(W, V, g, wf, has_wf, start, end, alpha, c1, inv_scale, status)
+        start = end
+    return start, k
+
+
+@njit(**_JIT)
+def _flush(spill, k, ptr, addrs, rows, N):
+    """Write the ``k`` queued words in order; returns how many were written (fewer when a
+    tail is full, and then the rest is moved to the front of the queue)."""
+    capacity = addrs.shape[0] * rows
+    for e in range(k):
+        i = spill[e] >> 16
+        p = ptr[i]
+        if p >= capacity:
+            for m in range(k - e):
+                spill[m] = spill[e + m]
+            return e
+        chunk, row = _chunk_of(addrs, rows, N, p)
+        chunk[row, i] = np.uint16(spill[e] & 0xFFFF)
+        ptr[i] = p + 1
+    return k
+
+
+def _forward_blocks_py(W, V, g, wf, has_wf, bhi, bgroup, pos, pending, alpha_row, n_row, head,
+                       ptr, addrs, rows, frac_bits, status, spill):
+    """Every block ``b`` steps elements ``pos[b]..bhi[b]-1`` and writes its queued words;
+    it stops (``pos[b]``, ``pending[b]`` say where) when a tail needs another chunk."""
     scale = 2.0 ** frac_bits
     inv_scale = 2.0 ** -frac_bits
+    N = V.shape[0]
     for b in prange(bhi.shape[0]):
-        lo = pos[b]
-        hi = bhi[b]
-        if lo < hi:
+        while True:
+            k = pending[b]
+            if k > 0:
+                written = _flush(spill[b], k, ptr, addrs, rows, N)
+                pending[b] = k - written
+                if written < k:
+                    break
+            lo = pos[b]
+            hi = bhi[b]
+            if lo >= hi:
+                break
             grp = bgroup[b]
             n = n_row[grp]
             c1 = (np.float64(BETA_ONE - n) * _ONE_MINUS_SCALE) * scale   # (1 - beta) 2**F, exact
-            pos[b] = _forward_range(W, V, g, wf, has_wf, lo, hi, n, alpha_row[grp], c1, inv_scale,
-                                    head, ptr, addrs, rows, status[b])
+            pos[b], pending[b] = _forward_range(W, V, g, wf, has_wf, lo, hi, n, alpha_row[grp], c1,
+                                                inv_scale, head, spill[b], status[b])
 
 
 # ------------------------------------------------------------------ reverse
@@ -263,33 +342,42 @@ def _reverse_range(V, g, lo, hi, n, c1, head, ptr, addrs, rows, status):
 
     Per element: ``V += fix((1 - beta) g)`` (checked), then the inverse of
     the buffer multiply: ``r = head mod 2**32``, ``(V, u) = divmod(V 2**32 + r, n)``,
-    ``head = floor(head / 2**32) n + u``, refills while ``head < 2**48``.
+    ``head = floor(head / 2**32) n + u``, refills while ``head < 2**48``.  In
+    tiles of :data:`TILE`: the checked addition, the arithmetic of the inverse
+    (no tail reads), then the rare refills.
     """
     N = V.shape[0]
     ok, acc, div_ok = True, np.int64(0), True
-    Vs, gs, hs = V[lo:hi], g[lo:hi], head[lo:hi]
     bb = n < BETA_ONE
     nu = np.uint64(n)
     inv_n = 1.0 / np.float64(n)
-    for j in range(Vs.shape[0]):
-        D1, ok1 = _fix(gs[j] * c1)
-        v0 = Vs[j]
-        v = v0 + D1
-        ok &= ok1
-        acc |= (v0 ^ v) & (D1 ^ v)
-        if bb:
+    inv2_n = 2.0 / np.float64(n)
+    for start in range(lo, hi, TILE):
+        end = min(start + TILE, hi)
+        Vs, gs, hs = V[start:end], g[start:end], head[start:end]
+        for j in range(Vs.shape[0]):
+            D1, ok1 = _fix(gs[j] * c1)
+            v0 = Vs[j]
+            v = v0 + D1
+            ok &= ok1
+            acc |= (v0 ^ v) & (D1 ^ v)
+            Vs[j] = v
+        if not bb:
+            continue
+        for j in range(Vs.shape[0]):
             h = hs[j]
-            a, bq = _floordivmod(v, n, inv_n)
-            c, u = _quot32((np.uint64(bq) << _U32) | (h & _MASK32), n, nu, inv_n)
+            a, bq = _floordivmod(Vs[j], n, nu, inv_n, inv2_n)
+            c, u = _quot32((np.uint64(bq) << _U32) | (h & _MASK32), n, nu, inv2_n)
             div_ok &= (a >= -(1 << 31)) & (a < (1 << 31))
-            v = (a << 32) + np.int64(c)
-            h = (h >> _U32) * nu + np.uint64(u)
+            hs[j] = (h >> _U32) * nu + np.uint64(u)
+            Vs[j] = (a << 32) + np.int64(c)
+        for j in range(hs.shape[0]):
+            h = hs[j]
             if h < _HEAD_LOW:
-                h = _refill(addrs, rows, N, ptr, lo + j, h, status, _UF1)
+                h = _refill(addrs, rows, N, ptr, start + j, h, status, _UF1)
                 if h < _HEAD_LOW:
-                    h = _refill(addrs, rows, N, ptr, lo + j, h, status, _UF2)
-            hs[j] = h
-        Vs[j] = v
+                    h = _refill(addrs, rows, N, ptr, start + j, h, status, _UF2)
+                hs[j] = h
     if not ok:
         status[_BAD] = 1
     if acc < 0:
@@ -314,35 +402,41 @@ _PARALLEL = {f.__name__: njit(parallel=True, **_JIT)(f)
              for f in (_forward_blocks_py, _reverse_position_py, _reverse_blocks_py)}
 
 
-def _loops(N):
-    return _PARALLEL if N >= PARALLEL_MIN else _SERIAL
+_PARALLEL_LOCK = threading.Lock()
+
+
+def _run(name, N, *args):
+    """Run loop ``name`` in parallel for large steps, else serially.  One parallel launch at a
+    time per process (numba's default threading layer must not be entered concurrently):
+    a step from another Python thread meanwhile runs serially."""
+    if N >= PARALLEL_MIN and _PARALLEL_LOCK.acquire(blocking=False):
+        try:
+            return _PARALLEL[name](*args)
+        finally:
+            _PARALLEL_LOCK.release()
+    return _SERIAL[name](*args)
 
 
 @njit(**_JIT)
 def _blocks(group_index, block):
     """Blocks of at most ``block`` consecutive elements of one group: ``(lo, hi, group)``."""
     N = group_index.shape[0]
+    lo = np.empty(N, np.int64)        # at most N blocks; trimmed below
+    i = 0
     count = 0
-    i = 0
     while i < N:
-        j = i + 1
-        while j < N and j - i < block and group_index[j] == group_index[i]:
-            j += 1
+        lo[count] = i
         count += 1
-        i = j
-    lo = np.empty(count, np.int64)
-    hi = np.empty(count, np.int64)
-    grp = np.empty(count, np.int64)
-    i = 0
-    k = 0
-    while i < N:
         j = i + 1
         while j < N and j - i < block and group_index[j] == group_index[i]:
             j += 1
-        lo[k], hi[k], grp[k] = i, j, group_index[i]
-        k += 1
         i = j
-    return lo, hi, grp
+    lo = lo[:count].copy()
+    hi = np.empty(count, np.int64)
+    hi[:count - 1] = lo[1:]
+    if count:
+        hi[count - 1] = N
+    return lo, hi, group_index[lo]
 
 
 # ------------------------------------------------------------- Python wrappers
@@ -470,12 +564,14 @@ def forward_step(W, V, g, alpha_row, n_row, schedule, buffer, frac_bits, t, w_ou
     wf = _NO_WF if w_out is None else w_out
     status = np.zeros((lo.size, _STATUS_LEN), np.int64)
     pos = lo.copy()
+    pending = np.zeros(lo.size, np.int64)
+    spill = np.empty((lo.size, max(QUEUE, 4 * TILE)), np.int64)
     addrs = _mirror(buffer)
-    run = _loops(V.size)["_forward_blocks_py"]
     while True:
-        run(W, V, g, wf, w_out is not None, hi, groups, pos, alpha_row, n_row, buffer.head,
-            buffer.ptr, addrs, buffer.chunk_rows, frac_bits, status)
-        if np.array_equal(pos, hi):
+        _run("_forward_blocks_py", V.size, W, V, g, wf, w_out is not None, hi, groups, pos,
+             pending, alpha_row, n_row, buffer.head, buffer.ptr, addrs, buffer.chunk_rows,
+             frac_bits, status, spill)
+        if np.array_equal(pos, hi) and not pending.any():
             break
         addrs = _grow(buffer)
     if status[:, _BAD].any():
@@ -489,7 +585,7 @@ def reverse_position(W, V, alpha_row, schedule, frac_bits, t):
     alpha_row = np.ascontiguousarray(alpha_row, dtype=np.float64)
     lo, hi, groups = _layout(schedule, V.size, (alpha_row,), W)
     status = np.zeros((lo.size, _STATUS_LEN), np.int64)
-    _loops(V.size)["_reverse_position_py"](W, V, lo, hi, groups, alpha_row, status)
+    _run("_reverse_position_py", V.size, W, V, lo, hi, groups, alpha_row, status)
     if status[:, _BAD].any():
         D = _weight_increment(V, alpha_row, schedule, frac_bits, t)
         checked_add(_undo(W, D, True), D, frac_bits, "weights", t, subtract=True)
@@ -504,8 +600,8 @@ def reverse_velocity(V, g, n_row, schedule, buffer, frac_bits, t):
     _check_buffer(buffer, V.size)
     lo, hi, groups = _layout(schedule, V.size, (n_row,), g)
     status = np.zeros((lo.size, _STATUS_LEN), np.int64)
-    _loops(V.size)["_reverse_blocks_py"](V, g, lo, hi, groups, n_row, buffer.head, buffer.ptr,
-                                         _mirror(buffer), buffer.chunk_rows, frac_bits, status)
+    _run("_reverse_blocks_py", V.size, V, g, lo, hi, groups, n_row, buffer.head, buffer.ptr,
+         _mirror(buffer), buffer.chunk_rows, frac_bits, status)
     if status[:, _BAD].any():
         _grad_increment(g, n_row, schedule, frac_bits, t)      # raises NumPy's error
     if status[:, _BAD_VEL].any():
@@ -524,4 +620,5 @@ numba_kernel = pytypes.SimpleNamespace(
     forward_step=forward_step,
     reverse_position=reverse_position,
     reverse_velocity=reverse_velocity,
+    parallel_min=PARALLEL_MIN,
 )

@@ -331,6 +331,79 @@ class HypergradientDescent(Estimator):
         return np.array([info.lr * (gn @ info.v1)])
 
 
+class TruncatedES(Estimator):
+    """Truncated antithetic ES: every ``K`` steps, ``particles`` copies of the current state
+    run ``K`` steps at ``u +- sigma eps`` and ``h = sum (L_i(+) - L_i(-)) / 2 eps_i / (sigma n)``
+    with ``L`` the validation loss after the truncation; the copies then restart from the
+    current state.  Biased (blind to effects beyond ``K`` steps), like ``unroll<K>``."""
+
+    persistent = False
+
+    def __init__(self, K, sigma, particles=16, seed=0):
+        from .methods.es import check_particles, check_seed, check_sigma
+        if isinstance(K, bool) or int(K) != K or K < 1:
+            raise ValueError(f"{type(self).__name__} needs an integer K >= 1; got {K!r}")
+        self.K, self.sigma = int(K), check_sigma(sigma, type(self).__name__)
+        self.particles = check_particles(particles, type(self).__name__)
+        self.seed = check_seed(seed, type(self).__name__)
+        self.name = f"{'pes' if self.persistent else 'tes'}{self.K}"
+
+    def start(self, problem, N):
+        self._rng = np.random.default_rng(self.seed)
+        self._W = None
+        self._n = 0
+
+    def _perturbed(self, problem, um, log_lr, d):
+        """``(meta, lr)`` of a particle at ``u + d`` (``d`` on the tuned columns)."""
+        if problem.tune_meta:
+            um = um + d[:problem.P_meta]
+        if problem.tune_lr:
+            log_lr = log_lr + d[-1]
+        return problem.meta_value(um), float(np.exp(log_lr))
+
+    def _begin(self, info):
+        n = self.particles // 2
+        self._eps = self._rng.standard_normal((n, self._P))
+        if self._W is None or not self.persistent:
+            self._W = np.tile(info.w, (2 * n, 1))
+            self._V = np.tile(info.v, (2 * n, 1))
+            self._xi = np.zeros_like(self._eps)
+        self._xi = self._xi + self._eps
+
+    def observe(self, problem, info):
+        self._P = problem.P
+        n = self.particles // 2
+        if self._n % self.K == 0:
+            self._begin(info)
+        b = info.beta
+        for i in range(2 * n):
+            d = self.sigma * (self._eps[i] if i < n else -self._eps[i - n])
+            meta, lr = self._perturbed(problem, info.um, info.log_lr, d)
+            g = problem.grad(self._W[i], meta, info.t)
+            self._V[i] = b * self._V[i] - (1.0 - b) * g
+            self._W[i] = self._W[i] + lr * self._V[i]
+        self._n += 1
+        if self._n % self.K:
+            return None
+        L = np.array([problem.val_loss(problem.ws.unflatten(w), info.t) for w in self._W],
+                     dtype=float)
+        if not np.all(np.isfinite(L)):
+            raise NonFiniteError(f"step {info.t}: {'PES' if self.persistent else 'truncated ES'}"
+                                 f" particle {int(np.flatnonzero(~np.isfinite(L))[0])} has a NaN "
+                                 "or Inf validation loss; lower sigma or lr")
+        half = 0.5 * (L[:n] - L[n:])
+        return half @ self._xi / (self.sigma * n)
+
+
+class PersistentES(TruncatedES):
+    """PES (Vicol, Metz & Sohl-Dickstein 2021) online: like :class:`TruncatedES`, but the
+    particles keep their own states across truncations and each antithetic pair accumulates
+    its perturbations ``xi = sum_j eps_j``; ``h = sum (L_i(+) - L_i(-)) / 2 xi_i / (sigma n)``
+    removes the truncation bias (unbiased for the smoothed loss while ``u`` is held fixed)."""
+
+    persistent = True
+
+
 def estimator(name, **kw):
     """An estimator from a name: ``unroll1_gtgv``, ``unroll<K>``, ``clip<r>``,
     ``adaptive<every>_<last>``, ``hd``, ``hd_val`` (extra ``kw`` go to the constructor)."""

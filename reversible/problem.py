@@ -90,9 +90,12 @@ class Problem:
         g = np.asarray(self._grad(w, meta, t), dtype=np.float64)
         if self.check_resolution and t == 0:
             self.check_resolution = False          # once: step 0 of the forward pass
-            beta = self.per_element(self.effective_betas()[0])
-            self.first_step_rounding = check_first_step(
-                g, self.v0, self.per_element(self.alphas[0]), 1.0 - beta, beta, self.frac_bits)
+            alpha, beta = self.alphas[0], effective_beta(self.betas[0])
+            if self.G == 1:
+                alpha, beta = alpha[0], beta[0]
+            else:
+                alpha, beta = self.per_element(alpha), self.per_element(beta)
+            self.first_step_rounding = check_first_step(g, alpha, 1.0 - beta, self.frac_bits)
         return g
 
     def vjp(self, w, meta, t, u):

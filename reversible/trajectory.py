@@ -161,12 +161,13 @@ def forward(grad, w0, schedule, meta=None, v0=None, frac_bits=DEFAULT_FRAC_BITS,
     buffer = InfoBuffer(w0.size)
     state = TrainState(W, V, buffer, schedule, frac_bits, W.copy(), V.copy())
     t_start = time.perf_counter()
-    scale = 2.0 ** -frac_bits
+    w = _to_float(state.W, 2.0 ** -frac_bits)
     for t in _progress(range(schedule.T), schedule.T, progress, "exact forward"):
-        g = grad(_to_float(state.W, scale), meta, t)
+        g = grad(w, meta, t)
         g = _check_vector(g, w0.size, "gradient", t)
+        w = np.empty(w0.size)           # the kernel writes float(W) of the new weights here
         state.W, state.V = step_fwd(state.W, state.V, g, schedule.alphas[t], schedule.n[t],
-                                    schedule, buffer, frac_bits, t)
+                                    schedule, buffer, frac_bits, t, w_out=w)
     state.stats.update(
         forward_seconds=time.perf_counter() - t_start,
         buffer_bits=buffer.bits(),

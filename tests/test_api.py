@@ -63,6 +63,11 @@ def val_mlp(p):
     return anp.mean((anp.dot(h, p["W2"]) + p["b2"] - YV) ** 2)
 
 
+# the exact engine and autograd through the float64 loop agree to a few ulps here (measured
+# <= 2.2e-15 with the engine's pop-first multiply, which lands within one unit of V n / 2**32)
+UNROLLED_TOL = 1e-13
+
+
 def _relerr(a, b):
     a, b = np.ravel(a), np.ravel(b)
     return np.linalg.norm(a - b) / np.linalg.norm(b)
@@ -102,7 +107,7 @@ def test_every_kind_matches_unrolled(loss, make_args, val):
     ref = _grads(_objective(loss, val, "unrolled"), args, ARGS)
     for name in ARGS:
         assert np.shape(exact[name]) == np.shape(args[name])
-        assert _relerr(exact[name], ref[name]) <= 1e-8, name
+        assert _relerr(exact[name], ref[name]) <= UNROLLED_TOL, name
 
 
 def test_per_group_schedules_nonconvex_dict():
@@ -117,13 +122,13 @@ def test_per_group_schedules_nonconvex_dict():
     ref = _grads(_objective(mlp_loss, val_mlp, "unrolled"), args, ARGS)
     for name in ("alphas", "betas", "meta"):
         assert np.shape(exact[name]) == np.shape(args[name])
-        assert _relerr(exact[name], ref[name]) <= 1e-8, name
+        assert _relerr(exact[name], ref[name]) <= UNROLLED_TOL, name
     for name in ("w0", "v0"):
         assert list(exact[name]) == list(p0)
         for k in p0:
             assert np.shape(exact[name][k]) == np.shape(p0[k])
         flat = lambda d: np.concatenate([np.ravel(d[k]) for k in p0])  # noqa: E731
-        assert _relerr(flat(exact[name]), flat(ref[name])) <= 1e-8, name
+        assert _relerr(flat(exact[name]), flat(ref[name])) <= UNROLLED_TOL, name
 
 
 def test_shared_schedule_gradient_is_sum_of_per_group():
@@ -154,7 +159,7 @@ def test_parameterised_hyperparameters():
     ge = autograd.grad(objective, (0, 1, 2))(*hyp, "exact")
     gu = autograd.grad(objective, (0, 1, 2))(*hyp, "unrolled")
     for a, b in zip(ge, gu):
-        assert _relerr(a, b) <= 1e-8
+        assert _relerr(a, b) <= UNROLLED_TOL
 
 
 # --------------------------------------------------- finite differences
@@ -182,16 +187,16 @@ def test_against_finite_differences(name):
 
 
 def test_betas_against_finite_differences():
-    """Momenta are quantised to multiples of 2**-16: start on that grid and step by
-    h = 4 * 2**-16 so both probes stay on it; the O(h**2) ~ 4e-9 truncation error
+    """Momenta are quantised to multiples of 2**-32: start on that grid and step by
+    h = 2**-14 so both probes stay on it; the O(h**2) ~ 4e-9 truncation error
     relative to curvature of order 100 gives a 1e-5 tolerance."""
     rng = np.random.default_rng(5)
     args = _ridge_args(rng)
-    args["betas"] = np.rint(args["betas"] * 2**16) / 2**16
+    args["betas"] = reversible.effective_beta(args["betas"])
     g = _grads(_objective(ridge_loss, val_ridge, "exact"), args, ["betas"])["betas"]
     unrolled = _objective(ridge_loss, val_ridge, "unrolled")
     d = np.sign(rng.normal(size=T))            # +-1: beta +- h*d stays on the grid
-    h = 4 * 2.0**-16
+    h = 2.0**-14
     fd = (unrolled(**dict(args, betas=args["betas"] + h * d))
           - unrolled(**dict(args, betas=args["betas"] - h * d))) / (2 * h)
     an = float(np.sum(g * d))
@@ -238,7 +243,7 @@ def test_jacobian_asks_the_vjp_repeatedly():
     je = autograd.jacobian(wT)(args["alphas"], "exact")
     ju = autograd.jacobian(wT)(args["alphas"], "unrolled")
     assert je.shape == (6, T)
-    assert _relerr(je, ju) <= 1e-8
+    assert _relerr(je, ju) <= UNROLLED_TOL
 
 
 def test_meta_as_dict():
@@ -254,7 +259,7 @@ def test_meta_as_dict():
     ge, gu = autograd.grad(f)(meta, "exact"), autograd.grad(f)(meta, "unrolled")
     assert list(ge) == ["X", "log_l2"] and ge["X"].shape == (BATCH, 6)
     for k in meta:
-        assert _relerr(ge[k], gu[k]) <= 1e-8
+        assert _relerr(ge[k], gu[k]) <= UNROLLED_TOL
 
 
 # ---------------------------------------------------- engine variants

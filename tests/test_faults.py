@@ -80,7 +80,7 @@ _VALUE_FAULTS = [
     (dict(frac_bits=2.5), "frac_bits must be an integer"),
     (dict(frac_bits=True), "frac_bits must be an integer"),
     (dict(hvp="backward"), "hvp must be one of"),
-    (dict(frac_bits=10), r"frac_bits=10 .*rounds the first step's increments"),
+    (dict(frac_bits=8), r"frac_bits=8 .*rounds the training increments"),
 ]
 
 
@@ -103,10 +103,59 @@ def test_coarse_frac_bits_warns_and_says_what_would_do():
     stats = {}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        _call(frac_bits=20, stats=stats)
+        _call(frac_bits=14, stats=stats)
     msgs = [str(w.message) for w in caught if issubclass(w.category, ResolutionWarning)]
-    assert len(msgs) == 1 and "frac_bits=20" in msgs[0] and "would bring the rounding" in msgs[0]
-    assert stats["first_step_rounding"] > 1e-8
+    assert len(msgs) == 1 and "frac_bits=14" in msgs[0] and "would bring the rounding" in msgs[0]
+    assert 1e-4 < stats["first_step_rounding"] < 1e-2
+
+
+# --- ES / PES (longh) ---
+#
+# non-finite weights in a particle run (NaN loss, divergence): NonFiniteError naming step and
+#   particle; a perturbed momentum outside (0, 1]: ValueError naming particle, group and step;
+# a non-finite exact hypergradient in the smoothed reference; a non-finite online PES loss.
+
+
+def _es_loss(w, m, t):
+    return 0.5 * anp.sum(w ** 2) * (1.0 + m[0])
+
+
+@pytest.mark.parametrize("method", ["es", "pes"])
+def test_es_nan_in_the_run_names_the_step_and_particle(method):
+    def loss(w, m, t):                      # NaN gradient from step 3 on
+        return 0.5 * anp.sum(w ** 2) * (np.nan if t >= 3 else 1.0 + m[0])
+    with pytest.raises(reversible.NonFiniteError, match=r"particle \d+ .*step 3"):
+        reversible.sgd(loss, np.ones(3), np.full(6, 0.1), np.full(6, 0.5), np.array([0.1]),
+                       method=method, sigma=0.1, particles=4)
+
+
+def test_es_divergent_particle_is_named():
+    """A perturbation that makes training blow up: Inf weights at some step, named."""
+    with pytest.raises(reversible.NonFiniteError, match="lower sigma"):
+        reversible.sgd(lambda w, m, t: anp.sum(anp.exp(m[0] * w)), np.ones(2), np.full(200, 1.0),
+                       np.full(200, 0.9), np.array([50.0]), method="es", sigma=5.0, particles=4)
+
+
+def test_es_perturbed_momentum_outside_its_range_is_loud():
+    with pytest.raises(ValueError, match=r"momentum of particle .* step \d+ .*outside \(0, 1\]"):
+        reversible.sgd(_es_loss, np.ones(2), np.full(5, 0.1), np.full(5, 0.99), np.array([0.1]),
+                       method="es", sigma={"betas": 0.5}, particles=4)
+
+
+def test_smoothed_reference_with_a_nonfinite_gradient_is_loud():
+    from autograd import grad
+    from reversible.smoothed import smoothed_gradient
+    with pytest.raises(FloatingPointError, match="NaN or Inf"):
+        smoothed_gradient(grad(lambda x: anp.sum(anp.sqrt(x))), np.array([0.01]), 1.0,
+                          samples=20, seed=0)
+
+
+def test_online_pes_nonfinite_loss_is_loud():
+    from reversible.online import PersistentES, train_online
+    est = PersistentES(K=2, sigma=0.1, particles=4)
+    with pytest.raises(reversible.NonFiniteError, match="PES"):
+        train_online(lambda w, m, t: anp.sum(w ** 2) * m[0], lambda w, t: anp.sum(w) * np.nan,
+                     np.ones(2), np.array([1.0]), 4, est, lr=0.1, hyper_lr=0.1)
 
 
 # --- checkpoints, Omniglot / IDX loaders, sweeps, optimize (faults helper) ---
@@ -730,3 +779,94 @@ def test_torch_fault_loss_raising_midway_propagates_unchanged():
 
     with pytest.raises(KeyError, match="batch 3 missing"):
         rt.sgd(loss, torch.ones(2, dtype=torch.float64), torch.full((5,), 0.1), torch.full((5,), 0.5))
+
+# --- CLI (layout) ---
+#
+# every bad command-line value (negative, zero, non-numeric, non-finite, out of range, unknown
+#   method, malformed method option, unknown subcommand or data set, missing argument):
+#   argparse usage error, exit status 2, naming the option and what it accepts; no traceback;
+# an --out that is a file or lies below one: usage error before any work;
+# a failing download (offline): one line naming the data set and the cause, exit status 1.
+
+import subprocess as _cli_subprocess  # noqa: E402
+import sys as _cli_sys  # noqa: E402
+from pathlib import Path as _CliPath  # noqa: E402
+
+from reversible import cli as _cli  # noqa: E402
+
+_CLI_REPO = _CliPath(__file__).resolve().parents[1]
+
+#: (argv, text that must appear in the usage error): each is one injected fault
+CLI_FAULTS = [
+    (["demo", "--T", "-5"], "argument --T: must be a positive integer"),
+    (["demo", "--T", "0"], "argument --T: must be a positive integer"),
+    (["demo", "--T", "ten"], "argument --T: must be a positive integer"),
+    (["demo", "--T", "1e3"], "argument --T: must be a positive integer"),
+    (["demo", "--layers", "64,abc"], "argument --layers: must be comma-separated positive integers"),
+    (["demo", "--layers", ""], "argument --layers: must be comma-separated positive integers"),
+    (["demo", "--layers", "64,-3,10"], "argument --layers: must be comma-separated positive integers"),
+    (["demo", "--layers", "64"], "argument --layers: must start with 64"),
+    (["demo", "--layers", "64,32,9"], "argument --layers: must start with 64 (pixels of a digit) and end with 10"),
+    (["demo", "--batch", "-1"], "argument --batch: must be a positive integer"),
+    (["demo", "--batch", "1001"], "argument --batch: must be at most 1000"),
+    (["demo", "--meta-steps", "-2"], "argument --meta-steps: must be a positive integer"),
+    (["demo", "--meta-lr", "0"], "argument --meta-lr: must be a finite number > 0"),
+    (["demo", "--meta-lr", "inf"], "argument --meta-lr: must be a finite number > 0"),
+    (["demo", "--meta-lr", "nan"], "argument --meta-lr: must be a finite number > 0"),
+    (["demo", "--meta-lr", "fast"], "argument --meta-lr: must be a positive number"),
+    (["demo", "--seed", "-7"], "argument --seed: must be an integer >= 0"),
+    (["demo", "--seed", "x"], "argument --seed: must be an integer >= 0"),
+    (["compare", "--methods", "bogus"], "argument --methods: unknown method 'bogus'; valid methods:"),
+    (["compare", "--methods", "exact", "truncated:K"], "argument --methods: bad method option 'K'"),
+    (["compare", "--reference", "bogus"], "argument --reference: unknown method 'bogus'"),
+    (["compare", "--T", "-5"], "argument --T: must be a positive integer"),
+    (["compare", "--T"], "argument --T: expected at least one argument"),
+    (["compare", "--hidden", "0"], "argument --hidden: must be a positive integer"),
+    (["compare", "--n-train", "0"], "argument --n-train: must be a positive integer"),
+    (["compare", "--n-train", "5000"], "argument --n-train: must leave validation examples"),
+    (["compare", "--batch-size", "2000"], "argument --batch-size: must be at most --n-train"),
+    (["compare", "--jobs", "-1"], "argument --jobs: must be a positive integer"),
+    (["compare", "--seed", "-1"], "argument --seed: must be an integer >= 0"),
+    (["download"], "the following arguments are required: name"),
+    (["download", "imagenet"], "argument name: invalid choice: 'imagenet'"),
+    (["frobnicate"], "argument COMMAND: invalid choice: 'frobnicate'"),
+]
+
+
+@pytest.mark.parametrize("argv, message", CLI_FAULTS, ids=[" ".join(a) for a, _ in CLI_FAULTS])
+def test_cli_bad_argument_is_a_usage_error(argv, message, capsys):
+    with pytest.raises(SystemExit) as e:
+        _cli.main(argv)
+    err = " ".join(capsys.readouterr().err.split())
+    assert e.value.code == 2
+    assert message in err, err
+    assert err.startswith("usage: reversible")
+
+
+@pytest.mark.parametrize("command", ["demo", "compare"])
+def test_cli_unusable_output_directory_fails_before_any_work(command, tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    for out in (blocker, blocker / "below-a-file"):
+        with pytest.raises(SystemExit) as e:
+            _cli.main([command, "--out", str(out)])
+        assert e.value.code == 2
+        err = capsys.readouterr().err
+        assert "argument --out:" in err and str(out) in err
+
+
+def test_cli_download_failure_is_one_clear_line(tmp_path, capsys):
+    dead = (tmp_path / "no-such-mirror").as_uri() + "/"
+    target = tmp_path / "mnist"
+    assert _cli.main(["download", "mnist", "--dir", str(target), "--mirror", dead]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("reversible download mnist: DownloadError: ") and "\n" not in err
+    assert not [p for p in target.rglob("*") if p.is_file()]        # nothing half-written left
+
+
+def test_cli_usage_error_exit_status_from_a_real_process():
+    for argv in (["demo", "--T", "-5"], ["demo", "--layers", "64,abc"], ["compare", "--methods", "bogus"]):
+        proc = _cli_subprocess.run([_cli_sys.executable, "-m", "reversible.cli", *argv], cwd=_CLI_REPO,
+                                   capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2, argv
+        assert "Traceback" not in proc.stderr and "error: argument" in proc.stderr

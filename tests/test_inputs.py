@@ -112,12 +112,15 @@ def test_parameters_flatten_and_check_v0():
         inputs.parameters(w0, v0={"a": np.ones((2, 2)), "b": [np.ones(2)]})
 
 
-def test_sgd_inputs_build_a_problem_with_copies():
+def test_sgd_inputs_build_a_problem_on_read_only_views():
     w0 = np.ones(3)
     stats = {}
     inp = inputs.sgd_inputs(_loss, w0, np.full(4, 0.1), np.full((4, 1), 0.9), stats=stats)
     assert inp.stats is stats
     prob = inp.problem
     assert (prob.T, prob.G, prob.N, prob.frac_bits) == (4, 1, 3, 52)
-    assert prob.w0 is not w0 and prob.w0.tolist() == [1, 1, 1]
+    assert prob.w0.tolist() == [1, 1, 1] and not prob.w0.flags.writeable
+    with pytest.raises(ValueError, match="read-only"):
+        prob.w0 += 1.0
+    assert w0.tolist() == [1, 1, 1] and w0.flags.writeable
     assert prob.grad(prob.w0, None, 0).tolist() == [2, 2, 2]

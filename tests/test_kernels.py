@@ -131,8 +131,9 @@ def divide_all(x, v, n):
             a, b = np.empty_like(v), np.empty_like(v)
             for i in range(x.shape[0]):
                 inv = 1.0 / np.float64(n[i])
-                q[i], r[i] = numba_kernels._quot32(x[i], n[i], np.uint64(n[i]), inv)
-                a[i], b[i] = numba_kernels._floordivmod(v[i], n[i], inv)
+                inv2 = 2.0 / np.float64(n[i])
+                q[i], r[i] = numba_kernels._quot32(x[i], n[i], np.uint64(n[i]), inv2)
+                a[i], b[i] = numba_kernels._floordivmod(v[i], n[i], np.uint64(n[i]), inv, inv2)
             return q, r, a, b
         _DIV_ALL.append(run)
     return _DIV_ALL[0](x, v, n)
@@ -472,3 +473,40 @@ def test_warm_up_compiles_once_and_exercises_every_regime(capsys):
     assert kernels.warm_up("numpy") >= 0.0
     err = capsys.readouterr().err
     assert err.count("\n") <= 1 and (not err or err.startswith("compiling the exact kernel"))
+
+
+def test_w_out_receives_float_weights_in_the_same_pass():
+    """``w_out`` holds ``to_float(W)`` of the new weights, bit for bit, for both kernels."""
+    rng = np.random.default_rng(12)
+    sched, W, V, gs = make_problem(rng, 300, 4, [0.9, 0.3, 1.0], G=3)
+    outs = []
+    for k in (NP, NB):
+        w_out = np.full(W.size, np.nan)
+        Wk, Vk = k.forward_step(W.copy(), V.copy(), gs[0], sched.alphas[0], sched.n[0], sched,
+                                InfoBuffer(W.size), 40, 0, w_out=w_out)
+        np.testing.assert_array_equal(w_out, Wk * 2.0 ** -40)
+        outs.append(w_out)
+    np.testing.assert_array_equal(*outs)
+    with pytest.raises(ValueError, match="w_out"):
+        NB.forward_step(W.copy(), V.copy(), gs[0], sched.alphas[0], sched.n[0], sched,
+                        InfoBuffer(W.size), 40, 0, w_out=np.empty(W.size, np.float32))
+
+
+def test_concurrent_calls_from_threads_stay_bit_identical(monkeypatch):
+    """Steps from several Python threads at once (one may run the parallel loops, the others
+    run serially) give the NumPy specification's bits."""
+    import concurrent.futures
+    monkeypatch.setattr(numba_kernels, "PARALLEL_MIN", 100)
+    rng = np.random.default_rng(13)
+    sched, W, V, gs = make_problem(rng, 2000, 6, [0.9, 0.3], G=2)
+
+    def run(kernel):
+        r = Run(kernel, W, V, 4)
+        for t in range(sched.T):
+            r.forward(gs[t], sched, 40, t)
+        return r
+
+    ref = run(NP)
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        for r in pool.map(lambda _: run(NB), range(4)):
+            assert_same(r, ref)

@@ -46,23 +46,38 @@ def test_default_resolution_is_silent_and_reported():
 
 
 def test_coarse_resolution_warns_with_the_remedy():
-    """frac_bits=16 here: step 0 rounds alpha * v by 4.7e-4 and w_T ends far from float64."""
-    w_T, stats, caught = _run(0.08, 16)
+    """frac_bits=12 here: r = 7e-4, and w_T ends 6e-4 (of its movement) from float64."""
+    w_T, stats, caught = _run(0.08, 12)
     assert len(caught) == 1
     msg = str(caught[0].message)
-    need = resolution.bits_needed(stats["first_step_rounding"], 16)
-    assert need == 32 and f"frac_bits={need} would bring" in msg
-    assert msg.startswith("frac_bits=16 (resolution 2**-16") and "alpha * v" in msg
+    need = resolution.bits_needed(stats["first_step_rounding"], 12)
+    assert need == 29 and f"frac_bits={need} would bring" in msg
+    assert msg.startswith("frac_bits=12 (resolution 2**-12") and "(1 - beta) * g" in msg
     assert resolution.WARN_AT < stats["first_step_rounding"] < resolution.REFUSE_AT
     ref = reversible.sgd(ridge, W0, np.full(30, 0.08), np.full(30, 0.9), method="unrolled")
-    assert np.linalg.norm(w_T - ref) > 0.05 * np.linalg.norm(ref - W0)   # the warning is earned
+    err = np.linalg.norm(w_T - ref) / np.linalg.norm(ref - W0)
+    assert resolution.WARN_AT < err < resolution.REFUSE_AT             # the warning is earned
 
 
 def test_hopeless_resolution_is_refused():
-    with pytest.raises(ValueError, match=r"frac_bits=12 .* rounds the first step's increments"):
+    with pytest.raises(ValueError, match=r"frac_bits=12 .* rounds the training increments"):
         _run(0.001, 12)
 
 
 def test_float_methods_ignore_frac_bits():
     _, stats, caught = _run(0.001, 12, method="unrolled")
     assert caught == [] and "first_step_rounding" not in stats
+
+
+def test_long_vectors_are_sampled_but_sparse_increments_are_not_missed():
+    N = 5 * resolution.SAMPLE + 3
+    stride = N // resolution.SAMPLE
+    g = np.zeros(N)
+    g[1::stride * 97] = np.random.default_rng(0).uniform(1e-4, 1e-3, size=g[1::stride * 97].size)
+    assert not np.any(g[::stride])          # off the sampling stride: the sample is all zero
+    with pytest.warns(ResolutionWarning, match="frac_bits=22"):
+        r = resolution.check_first_step(g, 0.1, 0.1, 22)
+    assert r == pytest.approx(resolution.relative_rounding(0.1 * g, 22))
+    dense = np.random.default_rng(1).normal(size=N)
+    r_sampled = resolution.check_first_step(dense, 0.1, 0.1, 52)
+    assert r_sampled == pytest.approx(resolution.relative_rounding(0.1 * dense, 52), rel=0.05)

@@ -41,7 +41,7 @@ def register(name, traced=False, blind_to=()):
 
 def _load_all():
     from . import exact, unrolled  # noqa: F401  (registration side effects)
-    for optional in ("checkpointed", "drmad", "truncated", "ift", "forward_mode"):
+    for optional in ("checkpointed", "drmad", "truncated", "ift", "forward_mode", "es", "pes"):
         try:
             __import__(f"{__name__}.{optional}")
         except ModuleNotFoundError as err:

@@ -6,9 +6,10 @@ l2 error, norm ratio, fraction of matching signs (what a sign-SGD meta-step
 uses), the same per hyperparameter kind, wall time, peak memory (traced by
 :mod:`tracemalloc`, in a second run) and any non-finite values.
 
-``reversible compare`` (see :func:`main`) runs it on a built-in problem:
-an MLP on the bundled digits with per-layer learning rates, momenta, L2
-penalties and initial scales as hyperparameters, over a list of horizons.
+``reversible compare`` runs it on
+:class:`reversible.models.MLPClassifierProblem` (an MLP on the bundled digits
+with per-layer learning rates, momenta, L2 penalties and initial scales as
+hyperparameters) over a list of horizons.
 
 Methods are given as specs: ``"name"`` or ``"name:key=value:key=value"``
 (e.g. ``"truncated:K=10"``, ``"neumann:terms=50:step=0.05"``); use
@@ -194,8 +195,26 @@ def _measure_job(job):
     return out + (cpu.get("cpu_seconds"),)
 
 
+def _progress_bar(progress, total):
+    """A tqdm bar over ``total`` methods, labelled ``progress`` if it is a string; None if off."""
+    if not progress:
+        return None
+    from tqdm.auto import tqdm
+    return tqdm(total=total, desc=progress if isinstance(progress, str) else "methods",
+                unit="method", leave=False)
+
+
+def _advance(bar, spec, before=False):
+    if bar is None:
+        return
+    if before:
+        bar.set_postfix_str(spec_label(spec))
+    else:
+        bar.update(1)
+
+
 def compare(objective, hypers, methods=DEFAULT_METHODS, reference="exact", memory=True,
-            keep_gradients=False, warmup=True, jobs=1):
+            keep_gradients=False, warmup=True, jobs=1, progress=False):
     """Grade each method's hypergradient of ``objective(hypers, method)`` against ``reference``'s.
 
     ``hypers`` is a dict of arrays (each key is one hyperparameter kind, graded
@@ -207,22 +226,35 @@ def compare(objective, hypers, methods=DEFAULT_METHODS, reference="exact", memor
     (e.g. a short horizon of the same problem).
     ``jobs > 1`` measures the methods in that many worker processes (the
     objective must then be picklable; give each worker its own core for
-    meaningful times).
+    meaningful times).  ``progress`` (True or a label) shows a tqdm bar over the methods.
     """
+    from .smoothed import for_compare, reference_info   # reference="smoothed:sigma=...": see smoothed.py
+    objective, reference = for_compare(objective, reference)
     hd, _ = _as_dict(hypers)
     keys = list(hd)
     ref_label = spec_label(reference)
     specs = [reference] + [s for s in methods if spec_label(s) != ref_label]
     warm = tuple(warmup) if isinstance(warmup, (tuple, list)) else (objective, hypers)
+    bar = _progress_bar(progress, len(specs))
     if jobs > 1:
         from concurrent.futures import ProcessPoolExecutor
         init = (_warm_worker, warm + (reference,)) if warmup else (None, ())
         with ProcessPoolExecutor(jobs, initializer=init[0], initargs=init[1]) as pool:
-            measured = list(pool.map(_measure_job, [(objective, hypers, s, memory) for s in specs]))
+            futures = [pool.submit(_measure_job, (objective, hypers, s, memory)) for s in specs]
+            measured = []
+            for spec, future in zip(specs, futures):
+                measured.append(future.result())
+                _advance(bar, spec)
     else:
         if warmup:
             measure(*warm, reference, memory=False)
-        measured = [_measure_job((objective, hypers, s, memory)) for s in specs]
+        measured = []
+        for spec in specs:
+            _advance(bar, spec, before=True)
+            measured.append(_measure_job((objective, hypers, spec, memory)))
+            _advance(bar, spec)
+    if bar is not None:
+        bar.close()
     by_label = dict(zip([spec_label(s) for s in specs], measured))
     ref_g, ref_s, ref_peak, ref_err, ref_cpu = by_label[ref_label]
     if ref_err:
@@ -246,135 +278,27 @@ def compare(objective, hypers, methods=DEFAULT_METHODS, reference="exact", memor
                 row["gradient"] = {k: np.asarray(g[k]).tolist() for k in keys}
         rows.append(row)
     return Table(rows, ref_label, {"reference_seconds": ref_s, "jobs": jobs,
-                                   "reference_peak_mb": None if ref_peak is None else ref_peak / 2**20})
+                                   "reference_peak_mb": None if ref_peak is None else ref_peak / 2**20,
+                                   **reference_info(objective)})
 
 
-# ------------------------------------------------------------------ built-in problem
-class BuiltinProblem:
-    """An MLP on the bundled digits with per-layer hyperparameters (one group per array).
+def coinciding_groups(curves, rtol=1e-6, atol=1e-9):
+    """Group labels whose curves coincide: ``{label: values}`` -> ``[[label, ...], ...]``.
 
-    Hyperparameters (each of shape ``(G,)``, one entry per parameter array):
-    ``log_alpha`` (learning rate, constant over the ``T`` steps), ``logit_beta``
-    (momentum), ``log_l2`` (L2 penalty, the training loss's ``meta``) and
-    ``log_init_scale`` (``w0 = exp(log_init_scale) * N(0, 1)`` draws).  The
-    meta-objective is the validation NLL of ``w_T``.
+    Two curves coincide when every value agrees to ``rtol`` / ``atol`` (NaN
+    with NaN).  Figures draw each group once with a joint label, so methods
+    that compute the same thing (e.g. ``exact`` and ``unrolled``) do not hide
+    each other.  Groups and the labels inside them keep the input order.
     """
+    groups = []
+    for label, values in curves.items():
+        values = np.asarray(values, dtype=np.float64)
+        for group in groups:
+            if group[1].shape == values.shape and np.allclose(values, group[1], rtol=rtol, atol=atol,
+                                                              equal_nan=True):
+                group[0].append(label)
+                break
+        else:
+            groups.append(([label], values))
+    return [labels for labels, _ in groups]
 
-    #: forward-mode directions that span this parameterisation exactly
-    FORWARD_BASIS = {"w0": "scale", "v0": None, "alphas": "groups", "betas": "groups",
-                     "meta": "full"}
-
-    def __init__(self, T, hidden=(32,), batch_size=50, n_train=1000, seed=0,
-                 activation="tanh", init=(0.2, 0.9, 1e-3, 0.1)):
-        from . import data, models
-        self._args = (T, tuple(hidden), batch_size, n_train, seed, activation, tuple(init))
-        digits = data.load_digits()
-        self.train, self.valid = data.split(digits, (n_train, digits.n - n_train), seed=seed)
-        self.layer_sizes = [digits.d] + list(hidden) + [digits.n_classes]
-        self.activation = activation
-        self.train_loss = models.make_train_loss(self.train, self.layer_sizes, batch_size,
-                                                 seed=seed, activation=activation, l2="group")
-        self.raw = models.init_mlp(self.layer_sizes, scale=1.0, seed=seed)
-        self.G = len(self.raw)
-        self.N = int(sum(r.size for r in self.raw))
-        self.T = int(T)
-        self.init = init
-
-    def __reduce__(self):               # rebuilt from its arguments in worker processes
-        return (BuiltinProblem, self._args)
-
-    def warmup_pair(self):
-        """``(objective, hypers)`` of the same problem over 2 steps: a cheap warm-up run."""
-        args = (2,) + self._args[1:]
-        short = BuiltinProblem(*args)
-        return short.objective, short.hypers0()
-
-    def hypers0(self):
-        alpha, beta, l2, scale = self.init
-        G = self.G
-        return {"log_alpha": np.full(G, np.log(alpha)), "logit_beta": np.full(G, np.log(beta / (1 - beta))),
-                "log_l2": np.full(G, np.log(l2)), "log_init_scale": np.full(G, np.log(scale))}
-
-    def objective(self, hypers, method="exact"):
-        import autograd.numpy as anp
-
-        from .api import sgd
-        from .models import nll
-        kw = method_kwargs(method)
-        if kw["method"] == "forward":
-            kw.setdefault("basis", self.FORWARD_BASIS)
-        ones = anp.ones((self.T, 1))
-        alphas = ones * anp.exp(hypers["log_alpha"])[None, :]
-        betas = ones * (1.0 / (1.0 + anp.exp(-hypers["logit_beta"])))[None, :]
-        w0 = [anp.exp(hypers["log_init_scale"][i]) * r for i, r in enumerate(self.raw)]
-        w_T = sgd(self.train_loss, w0, alphas, betas, hypers["log_l2"], **kw)
-        return nll(w_T, self.valid.X, self.valid.y, self.activation)
-
-
-# ------------------------------------------------------------------ CLI
-def add_arguments(parser):
-    parser.add_argument("--T", type=int, nargs="+", default=None,
-                        help="training horizons (default 30 100 300; --quick: 10 30)")
-    parser.add_argument("--methods", nargs="+", default=list(DEFAULT_METHODS),
-                        help="method specs, e.g. exact drmad truncated:K=10 neumann:terms=50")
-    parser.add_argument("--reference", default="exact", help="reference method (default exact)")
-    parser.add_argument("--hidden", type=int, nargs="*", default=[32], help="hidden layer sizes")
-    parser.add_argument("--batch-size", type=int, default=50)
-    parser.add_argument("--n-train", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--no-memory", action="store_true",
-                        help="skip the second, tracemalloc-traced run of each method")
-    parser.add_argument("--jobs", type=int, default=1,
-                        help="worker processes, one method each (give each its own core)")
-    parser.add_argument("--quick", action="store_true", help="small horizons for a smoke test")
-    parser.add_argument("--out", default="compare_out", help="folder for compare.json and figures")
-
-
-def main(args):
-    import os
-
-    Ts = args.T or ([10, 30] if args.quick else [30, 100, 300])
-    os.makedirs(args.out, exist_ok=True)
-    results = []
-    for T in Ts:
-        prob = BuiltinProblem(T, hidden=tuple(args.hidden), batch_size=args.batch_size,
-                              n_train=args.n_train, seed=args.seed)
-        table = compare(prob.objective, prob.hypers0(), args.methods, args.reference,
-                        memory=not args.no_memory, jobs=args.jobs, warmup=prob.warmup_pair())
-        table.meta.update(T=T, N=prob.N, layer_sizes=prob.layer_sizes)
-        print(f"\n== T = {T}  (N = {prob.N} weights; reference {table.reference}) ==")
-        print(table.format())
-        results.append(table.to_dict())
-    path = os.path.join(args.out, "compare.json")
-    with open(path, "w") as fh:
-        json.dump({"results": results}, fh, indent=1, default=_json_default)
-    fig = plot_horizon(results, os.path.join(args.out, "compare.png"))
-    print(f"\nwrote {path}" + (f" and {fig}" if fig else ""))
-    return 0
-
-
-def plot_horizon(results, path):
-    """Cosine to the reference and norm ratio against T, one line per method."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    Ts = [r["meta"]["T"] for r in results]
-    labels = [row["method"] for row in results[0]["rows"]]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for label in labels:
-        cos, ratio = [], []
-        for r in results:
-            row = next((x for x in r["rows"] if x["method"] == label), {})
-            cos.append(row.get("cosine", np.nan) if not row.get("error") else np.nan)
-            ratio.append(row.get("norm_ratio", np.nan) if not row.get("error") else np.nan)
-        axes[0].plot(Ts, cos, "o-", label=label)
-        axes[1].plot(Ts, ratio, "o-", label=label)
-    axes[0].set(xscale="log", xlabel="training steps T", ylabel="cosine to reference",
-                title="direction")
-    axes[1].set(xscale="log", yscale="log", xlabel="training steps T",
-                ylabel="|g| / |g_ref|", title="magnitude")
-    axes[1].legend(fontsize=7, loc="best")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
-    return path

@@ -1,0 +1,137 @@
+"""Result tables of the docs, generated from JSON under ``docs/results/``.
+
+A page marks a generated region with ``<!-- table: NAME -->`` ... ``<!-- end table -->``;
+``python docs/tables.py`` rewrites every such region of ``docs/*.md`` and
+``README.md`` from ``docs/results/NAME.json``; ``python docs/tables.py --check``
+exits 1 if a page differs from what would be written (the test suite runs the
+same check).  To refresh a table, rerun the experiment, copy its JSON here and
+run the generator.
+
+Two kinds of JSON are understood:
+
+* an experiment's own output (``"experiment": NAME``), rendered by the
+  function registered for it in ``RENDERERS`` (e.g. ``online_quadratic``);
+* a plain table ``{"columns": [...], "rows": [[...], ...], "source": "..."}``
+  for results whose raw output was not kept: ``source`` says where the numbers
+  come from and how to regenerate them, and is printed under the table.
+"""
+
+import argparse
+import json
+import pathlib
+import re
+import sys
+
+HERE = pathlib.Path(__file__).resolve().parent
+_REGION = re.compile(r"(<!-- table: ([\w-]+) -->\n)(.*?)(<!-- end table -->)", re.S)
+
+
+def _markdown(columns, rows):
+    def cell(x):
+        return str(x).replace("|", "\\|")
+    lines = ["| " + " | ".join(cell(c) for c in columns) + " |",
+             "|" + "|".join(" --- " for _ in columns) + "|"]
+    for row in rows:
+        if len(row) != len(columns):
+            raise ValueError(f"row {row!r} has {len(row)} cells for {len(columns)} columns")
+        lines.append("| " + " | ".join(cell(c) for c in row) + " |")
+    return "\n".join(lines)
+
+
+def render_plain(data):
+    out = _markdown(data["columns"], data["rows"])
+    if data.get("source"):
+        out += f"\n\n<sub>Source: {data['source']}</sub>"
+    return out
+
+
+def render_online_quadratic(data):
+    """Table 1 of "Online hyper-parameter optimization" from experiments.online_quadratic's JSON."""
+    labels = {"unroll1": "Unroll1", "unroll5": "Unroll5", "unroll10": "Unroll10", "clip2": "Clip2",
+              "clip5": "Clip5", "clip1e9": "clip1e9 (never clips)"}
+    by_method = {}
+    for row in data["rows"]:
+        by_method.setdefault(row["method"], {})[row["phase"]] = row
+    columns = ["method"]
+    phases = sorted({row["phase"] for row in data["rows"]})
+    for p in phases:
+        columns += [f"phase {p}: L_V increase", f"phase {p}: abs(lam - lam*)"]
+    rows = []
+    for method, per_phase in by_method.items():
+        cells = [labels.get(method, method)]
+        for p in phases:
+            r = per_phase[p]
+            cells += [f"{r['lv_increase_pct']:+.2f} % (±{r['lv_increase_pct_std']:.2f})",
+                      f"{r['lam_abs_err']:.3f} (±{r['lam_abs_err_std']:.3f})"]
+        rows.append(cells)
+    a = data["args"]
+    lo, hi = data["lam_star_range"]
+    note = (f"Mean (± std) over {a['reps']} repetitions, D = {a['dim']}, phases of "
+            f"{' and '.join(str(s) for s in a['steps'])} steps at eta = "
+            f"{' and '.join(f'{e:g}' for e in a['etas'])}; lam* in [{lo:.3f}, {hi:.3f}]. "
+            f"Source: docs/results/online_quadratic.json, written by "
+            f"`python -m experiments.online_quadratic --out results`.")
+    return _markdown(columns, rows) + f"\n\n<sub>{note}</sub>"
+
+
+RENDERERS = {"online_quadratic": render_online_quadratic}
+
+
+def render(name, results_dir=HERE / "results"):
+    """The Markdown of table ``name`` from ``results_dir/NAME.json``."""
+    path = pathlib.Path(results_dir) / f"{name}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"table {name!r}: no {path}; run the experiment and copy its JSON there")
+    data = json.loads(path.read_text(encoding="utf-8"))
+    experiment = data.get("experiment") if isinstance(data, dict) else None
+    if experiment is not None:
+        if experiment not in RENDERERS:
+            raise ValueError(f"table {name!r}: no renderer for experiment {experiment!r} in docs/tables.py")
+        return RENDERERS[experiment](data)
+    if not {"columns", "rows"} <= set(data):
+        raise ValueError(f"table {name!r}: {path} is neither an experiment's JSON nor a "
+                         "{columns, rows, source} table")
+    return render_plain(data)
+
+
+def regenerate(text, results_dir=HERE / "results"):
+    """``text`` with every marked table region rewritten."""
+    def fill(m):
+        return f"{m.group(1)}{render(m.group(2), results_dir)}\n{m.group(4)}"
+    return _REGION.sub(fill, text)
+
+
+def pages(root):
+    root = pathlib.Path(root)
+    return [root / "README.md"] + sorted((root / "docs").glob("*.md"))
+
+
+def stale_pages(root):
+    """Pages under ``root`` whose tables differ from their JSON."""
+    results = pathlib.Path(root) / "docs" / "results"
+    return [str(p.relative_to(root)) for p in pages(root)
+            if p.is_file() and regenerate(p.read_text(encoding="utf-8"), results) != p.read_text(encoding="utf-8")]
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--check", action="store_true", help="only report pages that are out of date")
+    args = ap.parse_args(argv)
+    root = HERE.parent
+    stale = stale_pages(root)
+    if args.check:
+        for p in stale:
+            print(f"out of date: {p}")
+        return 1 if stale else 0
+    for p in pages(root):
+        if p.is_file():
+            old = p.read_text(encoding="utf-8")
+            new = regenerate(old, root / "docs" / "results")
+            if new != old:
+                p.write_text(new, encoding="utf-8")
+                print(f"rewrote {p.relative_to(root)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,53 @@
+"""Quick modes of the long-horizon experiments (PES's LR-schedule task, exact over 10^4 steps)."""
+
+import importlib
+import json
+
+import numpy as np
+import pytest
+
+
+def test_pes_schedule_quick(tmp_path):
+    importlib.import_module("experiments.pes_schedule").main(["--quick", "--out", str(tmp_path)])
+    meta = json.loads((tmp_path / "pes_schedule.json").read_text())
+    rows = meta["table"]
+    names = {r["estimator"] for r in rows}
+    assert names == {"exact", "smoothed", "es", "pes", "truncated10", "truncated100", "drmad"}
+    for r in rows:
+        assert np.all(np.isfinite(r["gradient"])) and r["seconds"] > 0
+        if r["estimator"] == "exact":
+            assert r["vs_exact"]["cosine"] == pytest.approx(1.0)
+        if r["estimator"] == "truncated100":        # K >= T: the full reverse pass
+            assert r["vs_exact"]["cosine"] == pytest.approx(1.0, abs=1e-9)
+    assert all(len(tr["theta"]) == 3 for tr in meta["trajectories"].values())
+    with np.load(tmp_path / "pes_schedule.npz") as arr:
+        assert arr["loss"].shape == (3, 3) and np.isfinite(arr["loss"]).any()
+    paths = importlib.import_module("figures.pes_schedule").plot(tmp_path, tmp_path)
+    assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_long_horizon_quick(tmp_path):
+    importlib.import_module("experiments.long_horizon").main(["--quick", "--out", str(tmp_path)])
+    meta = json.loads((tmp_path / "long_horizon.json").read_text())
+    assert [r["T"] for r in meta["rows"]] == [10, 20, 40]
+    for r in meta["rows"]:
+        assert r["unrolled_rel_diff"] < 1e-6          # exact agrees with autograd's unrolled loop
+        assert r["norm_alphas"] > 0 and r["peak_mb"] > 0
+    paths = importlib.import_module("figures.long_horizon").plot(tmp_path, tmp_path)
+    assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_doc_tables_are_filled_from_results(tmp_path):
+    import shutil
+
+    from experiments.long_horizon import update_doc
+    from experiments.common import save_results
+    rows = [{"T": 10, "seconds": 1.0, "peak_mb": 2.0, "buffer_mb": 0.5, "norm_log_alpha": 3.0,
+             "norm_alphas": 4.0, "stored_trajectory_mb": 5.0}]
+    save_results(tmp_path, "long_horizon", {"rows": rows})
+    doc = tmp_path / "doc.md"
+    shutil.copy("docs/long-horizons.md", doc)
+    update_doc(doc, tmp_path)
+    text = doc.read_text()
+    assert "| 10 | 1 | 2 | 0.5 | - | (-) | 5 | 3 | 4 |" in text
+    assert text.count("<!-- end table -->") == 2
