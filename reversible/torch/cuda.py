@@ -66,8 +66,8 @@ class CudaRun:
             self._check_resolution = False
             beta = effective_beta(self.betas[0])[self.group_index]
             self.stats["first_step_rounding"] = check_first_step(
-                g.detach().cpu().numpy(), self.v0.detach().cpu().numpy(),
-                self.schedule.alphas[0][self.group_index], 1.0 - beta, beta, self.frac_bits)
+                g.detach().cpu().numpy(), self.schedule.alphas[0][self.group_index], 1.0 - beta,
+                self.frac_bits)
         return g
 
     def vjp(self, w, meta, t, u):
