@@ -466,3 +466,25 @@ def test_determinism_advice_names_the_cuda_settings(monkeypatch):
             continue
         assert setting in text
     assert "cudnn" not in determinism.settings_advice(torch.device("cpu"))
+
+
+def test_hvp_whose_own_gradient_differs_is_caught_and_the_plain_gradient_used(monkeypatch):
+    """If a mode's taped gradient differs in its last bits, the reversal must not use it."""
+    from reversible.torch.derivatives import LossDerivatives
+    original = LossDerivatives._vjp_double
+
+    def off_by_an_ulp(self, w, meta, t, u):
+        g, hw, hm = original(self, w, meta, t, u)
+        return torch.nextafter(g, torch.full_like(g, float("inf"))), hw, hm
+
+    monkeypatch.setattr(LossDerivatives, "_vjp_double", off_by_an_ulp)
+    alphas = torch.full((6,), 0.1, dtype=F64, requires_grad=True)
+    stats = {}
+    wT = rt.sgd(lambda w, m, t: ((w - 0.1 * t) ** 4).sum(), torch.ones(4, dtype=F64), alphas,
+                torch.full((6,), 0.7, dtype=F64), hvp="double", stats=stats)
+    got = torch.autograd.grad(wT.sum(), alphas)[0]
+    assert stats["reversed_exactly"] is True and "separate" in stats["hvp_gradient"]
+    monkeypatch.setattr(LossDerivatives, "_vjp_double", original)
+    ref = rt.sgd(lambda w, m, t: ((w - 0.1 * t) ** 4).sum(), torch.ones(4, dtype=F64), alphas,
+                 torch.full((6,), 0.7, dtype=F64), method="unrolled")
+    assert rel([got], [torch.autograd.grad(ref.sum(), alphas)[0]]) < 1e-12
