@@ -58,7 +58,7 @@ def _norm(x):
 
 
 def bits_needed(rounding, frac_bits, target=SUGGEST_AT):
-    """The ``frac_bits`` that bring a measured ``rounding`` down to ``target`` (rounding halves per bit)."""
+    """The ``frac_bits`` that bring a measured ``rounding`` to ``target`` (it halves per bit)."""
     return min(62, frac_bits + max(0, math.ceil(math.log2(rounding / target))))
 
 

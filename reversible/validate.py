@@ -45,7 +45,9 @@ def interval(low=None, high=None, low_open=False, high_open=False):
     """The text of an interval, e.g. ``(0, 1]`` or ``(0, inf)``."""
     lo = "-inf" if low is None else f"{low:g}"
     hi = "inf" if high is None else f"{high:g}"
-    return f"{'(' if low_open or low is None else '['}{lo}, {hi}{')' if high_open or high is None else ']'}"
+    left = "(" if low_open or low is None else "["
+    right = ")" if high_open or high is None else "]"
+    return f"{left}{lo}, {hi}{right}"
 
 
 def in_interval(values, name, low=None, high=None, low_open=False, high_open=False, hint="",

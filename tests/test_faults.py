@@ -69,7 +69,8 @@ def test_wrong_kind_of_value_is_a_type_error(changes, fragment):
 _VALUE_FAULTS = [
     (dict(alphas=np.full(_T, np.nan)), "alphas contains NaN or Inf"),
     (dict(alphas=np.r_[np.full(_T - 1, 0.05), np.inf]), "alphas contains NaN or Inf"),
-    (dict(alphas=np.r_[0.05, 0.0, np.full(_T - 2, 0.05)]), r"alphas must lie in \(0, inf\); got 0.0 at step 1"),
+    (dict(alphas=np.r_[0.05, 0.0, np.full(_T - 2, 0.05)]),
+     r"alphas must lie in \(0, inf\); got 0.0 at step 1"),
     (dict(alphas=np.full(_T, -0.05)), r"alphas must lie in \(0, inf\); got -0.05 at step 0"),
     (dict(betas=np.full(_T, np.nan)), "betas contains NaN or Inf"),
     (dict(betas=np.full(_T, 1.0 + 1e-9)), r"betas must lie in \(0, 1\]"),

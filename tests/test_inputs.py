@@ -81,7 +81,7 @@ def test_schedule_shapes_and_boxes():
         inputs.schedule(np.ones((3, 3)), 2, "a")
     with pytest.raises(ValueError, match="at least one step"):
         inputs.schedule(np.ones(0), 1, "a")
-    with pytest.raises(ValueError, match=r"every entry of a must lie in \[0, 1\]; got 2.0 at step 1"):
+    with pytest.raises(ValueError, match=r"entry of a must lie in \[0, 1\]; got 2.0 at step 1"):
         inputs.schedule(np.array([0.5, 2.0]), 1, "a", 0.0, 1.0)
     with pytest.raises(ValueError, match="got -1.0 at step 2, group 1"):
         inputs.schedule(np.array([[0.5, 0.5], [0.5, 0.5], [0.5, -1]]), 2, "a", 0.0, 1.0)
