@@ -66,8 +66,9 @@ def run(args):
     objective, N, sizes = build(args, data)
     la = float(np.log(args.alpha))
     objective(la, np.ones(2), 2, "exact")                      # warm-up (imports, JIT)
+    from tqdm.auto import tqdm
     rows = []
-    for T in args.T:
+    for T in tqdm(args.T, desc="horizons", unit="T", leave=False):
         stats = {}
         ones = np.ones(T)
         g = grad(lambda a, s: objective(a, s, T, "exact", stats), (0, 1))
@@ -82,7 +83,7 @@ def run(args):
             gval, row["unrolled_seconds"], row["unrolled_peak_mb"] = measure(lambda: gu(la))
             row["unrolled_rel_diff"] = float(abs(gval - g_log) / max(abs(g_log), 1e-300))
         rows.append(row)
-        print(f"T={T}: exact {seconds:.2f} s, peak {peak:.1f} MiB, |df/dlog alpha| "
+        tqdm.write(f"T={T}: exact {seconds:.2f} s, peak {peak:.1f} MiB, |df/dlog alpha| "
               f"{row['norm_log_alpha']:.3g}, |df/dalphas| {row['norm_alphas']:.3g}")
     measured = [(r["T"], r["unrolled_peak_mb"]) for r in rows if "unrolled_peak_mb" in r]
     projection = None
@@ -92,7 +93,7 @@ def run(args):
         projection = {"mb_per_step": float(slope), "intercept_mb": float(intercept)}
         for r in rows:
             r["unrolled_projected_mb"] = float(intercept + slope * r["T"])
-    meta = {"settings": {"T": args.T, "hidden": args.hidden, "batch_size": args.batch_size,
+    meta = {"experiment": NAME, "settings": {"T": args.T, "hidden": args.hidden, "batch_size": args.batch_size,
                          "n_val": args.n_val, "alpha": args.alpha, "beta": args.beta,
                          "unrolled_max": args.unrolled_max, "quick": args.quick},
             "data": source, "N": N, "layer_sizes": sizes, "rows": rows,
@@ -142,26 +143,9 @@ def tables(meta):
                      f"{fmt(r['buffer_mb'])} | {fmt(r.get('unrolled_seconds'))} | {mem} | "
                      f"{fmt(r['stored_trajectory_mb'])} | {fmt(r['norm_log_alpha'])} | "
                      f"{fmt(r['norm_alphas'])} |")
-    return {NAME: "\n".join(lines)}
-
-
-def update_doc(doc_path, results_dir):
-    """Fill the ``<!-- table: NAME -->`` blocks of ``doc_path`` from both experiments' results."""
-    import pathlib
-    import re
-
-    from experiments import long_horizon, pes_schedule
-    from experiments.common import load_results
-    text = pathlib.Path(doc_path).read_text()
-    for module in (pes_schedule, long_horizon):
-        try:
-            meta, _ = load_results(results_dir, module.NAME)
-        except FileNotFoundError:
-            continue
-        for name, table in module.tables(meta).items():
-            pattern = re.compile(rf"(<!-- table: {name} -->\n).*?(<!-- end table -->)", re.S)
-            if not pattern.search(text):
-                raise ValueError(f"{doc_path} has no '<!-- table: {name} -->' block")
-            text = pattern.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text)
-    pathlib.Path(doc_path).write_text(text)
-    return doc_path
+    s = meta.get("settings", {})
+    note = (f"{meta.get('data', '?')}, layers {meta.get('layer_sizes', '?')} (N = {meta.get('N', '?')}), "
+            f"alpha {s.get('alpha')}, beta {s.get('beta')}{' (quick mode)' if s.get('quick') else ''}; "
+            "times on a shared machine. Source: docs/results/long_horizon.json, written by "
+            "`python -m experiments.long_horizon` with these settings.")
+    return {NAME: "\n".join(lines) + f"\n\n<sub>{note}</sub>"}
