@@ -93,7 +93,7 @@ def run(args):
         projection = {"mb_per_step": float(slope), "intercept_mb": float(intercept)}
         for r in rows:
             r["unrolled_projected_mb"] = float(intercept + slope * r["T"])
-    meta = {"settings": {"T": args.T, "hidden": args.hidden, "batch_size": args.batch_size,
+    meta = {"experiment": NAME, "settings": {"T": args.T, "hidden": args.hidden, "batch_size": args.batch_size,
                          "n_val": args.n_val, "alpha": args.alpha, "beta": args.beta,
                          "unrolled_max": args.unrolled_max, "quick": args.quick},
             "data": source, "N": N, "layer_sizes": sizes, "rows": rows,
@@ -143,26 +143,9 @@ def tables(meta):
                      f"{fmt(r['buffer_mb'])} | {fmt(r.get('unrolled_seconds'))} | {mem} | "
                      f"{fmt(r['stored_trajectory_mb'])} | {fmt(r['norm_log_alpha'])} | "
                      f"{fmt(r['norm_alphas'])} |")
-    return {NAME: "\n".join(lines)}
-
-
-def update_doc(doc_path, results_dir):
-    """Fill the ``<!-- table: NAME -->`` blocks of ``doc_path`` from both experiments' results."""
-    import pathlib
-    import re
-
-    from experiments import long_horizon, pes_schedule
-    from experiments.common import load_results
-    text = pathlib.Path(doc_path).read_text()
-    for module in (pes_schedule, long_horizon):
-        try:
-            meta, _ = load_results(results_dir, module.NAME)
-        except FileNotFoundError:
-            continue
-        for name, table in module.tables(meta).items():
-            pattern = re.compile(rf"(<!-- table: {name} -->\n).*?(<!-- end table -->)", re.S)
-            if not pattern.search(text):
-                raise ValueError(f"{doc_path} has no '<!-- table: {name} -->' block")
-            text = pattern.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text)
-    pathlib.Path(doc_path).write_text(text)
-    return doc_path
+    s = meta.get("settings", {})
+    note = (f"{meta.get('data', '?')}, layers {meta.get('layer_sizes', '?')} (N = {meta.get('N', '?')}), "
+            f"alpha {s.get('alpha')}, beta {s.get('beta')}{' (quick mode)' if s.get('quick') else ''}; "
+            "times on a shared machine. Source: docs/results/long_horizon.json, written by "
+            "`python -m experiments.long_horizon` with these settings.")
+    return {NAME: "\n".join(lines) + f"\n\n<sub>{note}</sub>"}

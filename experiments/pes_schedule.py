@@ -347,7 +347,7 @@ def run(args):
     settings = {k: getattr(args, k) for k in ("T", "surface_T", "hidden", "batch_size", "n_val",
                                               "sigma", "particles", "smoothed_samples", "pes_K",
                                               "grid", "field", "meta_steps", "meta_lr", "quick")}
-    meta = {"settings": settings, "data": source, "n_examples": int(data.n),
+    meta = {"experiment": NAME, "settings": settings, "data": source, "n_examples": int(data.n),
             "theta0": THETA0, "momentum": MOMENTUM, "decay_scale": DECAY_SCALE,
             "deviations": DEVIATIONS, "table": table,
             "trajectories": {k: {"theta": v["theta"], "loss": v["loss"]} for k, v in traj.items()},
@@ -378,4 +378,11 @@ def tables(meta):
         lines.append(f"| {r['T']} | {r['estimator']} | {r['vs_exact']['cosine']:+.3f} | "
                      f"{r['vs_exact']['norm_ratio']:.3g} | {r['vs_smoothed']['cosine']:+.3f} | "
                      f"{r['vs_smoothed']['norm_ratio']:.3g} | {r['seconds']:.3g} | {peak} |")
-    return {NAME: "\n".join(lines)}
+    s = meta["settings"]
+    note = (f"{meta['data']} ({meta['n_examples']} examples, {s['n_val']} for validation), "
+            f"hidden {s['hidden']}, sigma {s['sigma']}, {s['particles']} ES/PES particles, PES K = "
+            f"{s['pes_K']}, smoothed reference from {s['smoothed_samples']} exact hypergradients"
+            f"{' (quick mode)' if s['quick'] else ''}; whole run {meta['seconds']['total']:.0f} s "
+            "on a shared machine. Source: docs/results/pes_schedule.json, written by "
+            "`python -m experiments.pes_schedule` with these settings.")
+    return {NAME: "\n".join(lines) + f"\n\n<sub>{note}</sub>"}

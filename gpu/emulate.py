@@ -70,9 +70,9 @@ _CTYPES = {np.dtype(np.int64): ctypes.c_int64, np.dtype(np.int32): ctypes.c_int3
 _CACHE = {}
 
 
-def _launchers():
+def _launchers(kernels=None):
     out = []
-    for name, params in _KERNELS.items():
+    for name, params in (_KERNELS if kernels is None else kernels).items():
         params = params or _KERNELS["fwd_step"]
         names = ", ".join(p.split()[-1].lstrip("*") for p in params.split(","))
         out.append(f'extern "C" void launch_{name}(int nblocks, {params}) {{\n'
@@ -86,11 +86,11 @@ def compiler():
     return shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++") or shutil.which("clang++")
 
 
-def _build():
+def _build(extra_source="", kernels=None):
     cxx = compiler()
     if cxx is None:
         raise RuntimeError("no C++ compiler found (set CXX); the CPU emulation of the kernels needs one")
-    code = _SHIM + _source.SOURCE + _launchers()
+    code = _SHIM + _source.SOURCE + extra_source + _launchers(kernels)
     tag = hashlib.sha1(code.encode()).hexdigest()[:12]
     lib = os.path.join(tempfile.gettempdir(), f"reversible_gpu_emu_{tag}_{os.getuid()}.so")
     if os.path.exists(lib):
@@ -125,6 +125,16 @@ def _kernel(lib, name):
         nb = int(grid[0]) * int(block[0]) if name != "rev_step" else int(grid[0])
         fn(ctypes.c_int(nb), *[_arg(a) for a in args])
     return launch
+
+
+def extra_kernels(extra_source, kernels):
+    """Launchers of the kernels in ``extra_source`` (CUDA C compiled after the engine's
+    source, e.g. ``gpu/_adam_source.py``), run on the CPU: ``{name: launch(grid, block, args)}``.
+    ``kernels`` maps each kernel name to its C parameter list."""
+    key = ("extra", extra_source)
+    if key not in _CACHE:
+        _CACHE[key] = _build(extra_source, kernels)
+    return {n: _kernel(_CACHE[key], n) for n in kernels}
 
 
 def backend(sms=1):

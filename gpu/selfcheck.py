@@ -6,6 +6,8 @@ suites call :func:`compare` too (on the GPU, and on the CPU through
 :mod:`reversible.gpu.emulate`).
 """
 
+import sys
+
 import numpy as np
 
 from reversible.trajectory import Schedule, forward, reverse
@@ -143,6 +145,12 @@ def check_division(backend=None):
 
 
 def main():
+    from ._cupy import GPUUnavailableError, require_cupy
+    try:
+        require_cupy()
+    except GPUUnavailableError as err:
+        print(f"reversible.gpu self-check: {err}", file=sys.stderr)
+        return 2
     ok = check_division()
     print(f"division routine: {'OK' if ok else 'MISMATCH'}")
     for regime in REGIMES:
