@@ -30,7 +30,7 @@ static dim3_ blockIdx, threadIdx, blockDim, gridDim;
 #define __device__
 #define __forceinline__ inline
 #define __shared__ static
-using std::isfinite; using std::rint; using std::fabs;
+using std::isfinite; using std::rint; using std::fabs; using std::floor;
 static inline double __dmul_rn(double a, double b) { return a * b; }
 static inline double __dadd_rn(double a, double b) { return a + b; }
 static inline double __dsub_rn(double a, double b) { return a - b; }
@@ -59,7 +59,8 @@ _KERNELS = {
                 "const i64* ns, const double* invs, const int* gidx, double* d_alpha, "
                 "double* d_beta, i64 N, int G, int has_gidx, int has_wf, int t_vel, int t_pos, "
                 "i64 cap, double scale, double inv_scale, u64 key_vel, u64 key_pos, u64* flag",
-    "divmod_check": "const i64* V, const u64* h, const i64* n, i64* q, i64* r, u64* hq, u64* hr, i64 N",
+    "divmod_check": "const i64* V, const u64* x, const i64* n, const double* inv, i64* q, i64* r, "
+                    "u64* xq, i64* xr, i64 N",
     "plain_step": "double* w, double* v, const double* g, const double* alphas, "
                   "const double* betas, const int* gidx, i64 N, int G, int has_gidx, int t",
 }

@@ -257,12 +257,12 @@ def test_emulated_division_routine_matches_numpy(emu):
 
 def test_emulated_reverse_refuses_a_velocity_beyond_int64(emu):
     """Undoing a multiply on a state training never produced (here: overwritten velocities and
-    heads) can ask for a velocity outside int64: flagged like the NumPy specification does."""
+    heads) can ask for a velocity outside int64: flagged like the NumPy specification does, and
+    reported by the front end as a reverse pass that diverged."""
     N, T = 16, 4
     run = rgpu.sgd(lambda w, m, t: w, np.linspace(-1, 1, N), [0.1] * T, [2.0 ** -30] * T,
                    vjp=lambda w, m, t, u: (w, u, None), backend=emu, frac_bits=40)
     run._engine.V[:] = 1 << 62
     run._engine.head[:] = np.uint64(1 << 60)
-    # as on the CPU (trajectory.reverse): an overflow going backwards means the pass diverged
     with pytest.raises(ReversibilityError, match="diverged.*undoing a multiply by beta"):
-        run.hypergradient(np.ones(N))
+        run.hypergrad(np.ones(N))
