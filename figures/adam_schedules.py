@@ -11,7 +11,7 @@ from figures import run_figure, save_figure
 
 def _smooth(x, width=9):
     """Centred moving average (shorter windows at the ends), to show trends over step noise."""
-    kernel = np.ones(min(width, len(x)))        # a window longer than x would lengthen the result
+    kernel = np.ones(min(width, x.size))   # "same" would return the kernel's length otherwise
     return np.convolve(x, kernel, "same") / np.convolve(np.ones_like(x), kernel, "same")
 
 
