@@ -383,9 +383,9 @@ def tables(meta):
     for r in meta["table"]:
         peak = "-" if r.get("peak_mb") is None else f"{r['peak_mb']:.3g}"
         se = r.get("standard_error")
-        se = "-" if se is None else se
-        if se != "-" is not None:
-            se = f"{np.linalg.norm(np.asarray(se, dtype=float)) / exact[r['T']]:.2g}"
+        if se is not None:
+            se = np.linalg.norm(np.asarray(se, dtype=float)) / exact[r["T"]]
+        se = "-" if se is None else f"{se:.2g}"
         lines.append(f"| {r['T']} | {r['estimator']} | {r['vs_exact']['cosine']:+.3f} | "
                      f"{r['vs_exact']['norm_ratio']:.3g} | {r['vs_smoothed']['cosine']:+.3f} | "
                      f"{r['vs_smoothed']['norm_ratio']:.3g} | {se} | {r['seconds']:.3g} | {peak} |")
