@@ -143,7 +143,8 @@ def tables(meta):
                      f"{fmt(r['stored_trajectory_mb'])} | {fmt(r['norm_log_alpha'])} | "
                      f"{fmt(r['norm_alphas'])} |")
     s = meta.get("settings", {})
-    note = (f"{meta.get('data', '?')}, layers {meta.get('layer_sizes', '?')} (N = {meta.get('N', '?')}), "
+    data = "MNIST" if "mnist" in str(meta.get("data")).lower() else meta.get("data", "?")
+    note = (f"{data}, layers {meta.get('layer_sizes', '?')} (N = {meta.get('N', '?')}), "
             f"alpha {s.get('alpha')}, beta {s.get('beta')}{' (quick mode)' if s.get('quick') else ''}; "
             "times on a shared machine. Source: docs/results/long_horizon.json, written by "
             "`python -m experiments.long_horizon` with these settings.")

@@ -390,7 +390,8 @@ def tables(meta):
                      f"{r['vs_exact']['norm_ratio']:.3g} | {r['vs_smoothed']['cosine']:+.3f} | "
                      f"{r['vs_smoothed']['norm_ratio']:.3g} | {se} | {r['seconds']:.3g} | {peak} |")
     s = meta["settings"]
-    note = (f"{meta['data']} ({meta['n_examples']} examples, {s['n_val']} for validation), "
+    data = "MNIST" if "mnist" in meta["data"].lower() else meta["data"]
+    note = (f"{data} ({meta['n_examples']} images, {s['n_val']} for validation), "
             f"hidden {s['hidden']}, sigma {s['sigma']}, {s['particles']} ES/PES particles, PES K = "
             f"{s['pes_K']}, smoothed reference from {s['smoothed_samples']} exact hypergradients"
             f"{' (quick mode)' if s['quick'] else ''}; whole run {meta['seconds']['total']:.0f} s "

@@ -42,7 +42,8 @@ def plot(results_dir, out_dir):
                 title="exact hypergradient norm")
     for ax in axes:
         ax.legend(fontsize=7)
-    fig.suptitle(f"{meta['data']}, layers {meta['layer_sizes']}", fontsize=9)
+    data = "MNIST" if "mnist" in meta["data"].lower() else meta["data"]
+    fig.suptitle(f"{data}, layers {meta['layer_sizes']}", fontsize=9)
     fig.tight_layout()
     return save(fig, out_dir, NAME)
 
