@@ -144,13 +144,15 @@ def tables(meta):
              "(measured / projected) | stored (w, v) MiB | \\|df/dlog alpha\\| | \\|df/dalphas\\| |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     fmt = lambda x: "-" if x is None or x != x else f"{x:.3g}"
+    default_alpha = meta.get("settings", {}).get("alpha", "-")
     for r in meta["rows"]:
+        alpha = r.get("alpha", default_alpha)
         measured = r.get("unrolled_peak_mb")
         mem = fmt(measured) if measured is not None else f"({fmt(r.get('unrolled_projected_mb'))})"
         if r.get("error"):
-            lines.append(f"| {r.get('alpha', '-')} | {r['T']} | diverged | | | | | | | |")
+            lines.append(f"| {alpha} | {r['T']} | diverged | | | | | | | |")
             continue
-        lines.append(f"| {r.get('alpha', '-')} | {r['T']} | {fmt(r['seconds'])} | {fmt(r['peak_mb'])} | "
+        lines.append(f"| {alpha} | {r['T']} | {fmt(r['seconds'])} | {fmt(r['peak_mb'])} | "
                      f"{fmt(r['buffer_mb'])} | {fmt(r.get('unrolled_seconds'))} | {mem} | "
                      f"{fmt(r['stored_trajectory_mb'])} | {fmt(r['norm_log_alpha'])} | "
                      f"{fmt(r['norm_alphas'])} |")
