@@ -77,19 +77,7 @@ def render_online_quadratic(data):
     return _markdown(columns, rows) + f"\n\n<sub>{note}</sub>"
 
 
-def render_experiment_tables(name):
-    """A renderer that calls ``experiments.NAME.tables(data)[NAME]`` (long-horizons tables)."""
-    def render_it(data):
-        import importlib
-        if str(HERE.parent) not in sys.path:
-            sys.path.insert(0, str(HERE.parent))
-        return importlib.import_module(f"experiments.{name}").tables(data)[name]
-    return render_it
-
-
-RENDERERS = {"online_quadratic": render_online_quadratic,
-             "pes_schedule": render_experiment_tables("pes_schedule"),
-             "long_horizon": render_experiment_tables("long_horizon")}
+RENDERERS = {"online_quadratic": render_online_quadratic}   # others: experiments/NAME.py tables()
 
 
 def render(name, results_dir=HERE / "results"):

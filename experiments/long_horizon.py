@@ -64,27 +64,35 @@ def run(args):
     from experiments.pes_schedule import load_data
     data, source = load_data(args)
     objective, N, sizes = build(args, data)
-    la = float(np.log(args.alpha))
-    objective(la, np.ones(2), 2, "exact")                      # warm-up (imports, JIT)
-    from tqdm.auto import tqdm
+    objective(float(np.log(args.alpha[0])), np.ones(2), 2, "exact")   # warm-up (imports, JIT)
+    from reversible.errors import ReversibleError
     rows = []
-    for T in tqdm(args.T, desc="horizons", unit="T", leave=False):
-        stats = {}
-        ones = np.ones(T)
-        g = grad(lambda a, s: objective(a, s, T, "exact", stats), (0, 1))
-        (g_log, g_alphas), seconds, peak = measure(lambda: g(la, ones))
-        row = {"T": T, "seconds": seconds, "peak_mb": peak,
-               "buffer_mb": stats.get("buffer_bits", float("nan")) / 8 / 2 ** 20,
-               "norm_log_alpha": float(abs(g_log)),
-               "norm_alphas": float(np.linalg.norm(g_alphas)),
-               "stored_trajectory_mb": 16.0 * N * T / 2 ** 20}
-        if T <= args.unrolled_max:
-            gu = grad(lambda a: objective(a, ones, T, "unrolled"))
-            gval, row["unrolled_seconds"], row["unrolled_peak_mb"] = measure(lambda: gu(la))
-            row["unrolled_rel_diff"] = float(abs(gval - g_log) / max(abs(g_log), 1e-300))
-        rows.append(row)
-        tqdm.write(f"T={T}: exact {seconds:.2f} s, peak {peak:.1f} MiB, |df/dlog alpha| "
-              f"{row['norm_log_alpha']:.3g}, |df/dalphas| {row['norm_alphas']:.3g}")
+    from tqdm.auto import tqdm
+    for k, alpha in enumerate(args.alpha):
+        la = float(np.log(alpha))
+        for T in tqdm(args.T, desc=f"horizons (alpha={alpha:g})", unit="T", leave=False):
+            stats = {}
+            ones = np.ones(T)
+            g = grad(lambda a, s: objective(a, s, T, "exact", stats), (0, 1))
+            row = {"alpha": alpha, "T": T, "stored_trajectory_mb": 16.0 * N * T / 2 ** 20}
+            try:
+                (g_log, g_alphas), seconds, peak = measure(lambda: g(la, ones))
+            except (ReversibleError, FloatingPointError) as err:     # training diverged
+                row["error"] = f"{type(err).__name__}: {err}"
+                rows.append(row)
+                tqdm.write(f"alpha={alpha} T={T}: {row['error']}")
+                continue
+            row.update(seconds=seconds, peak_mb=peak,
+                       buffer_mb=stats.get("buffer_bits", float("nan")) / 8 / 2 ** 20,
+                       norm_log_alpha=float(abs(g_log)), norm_alphas=float(np.linalg.norm(g_alphas)))
+            if k == 0 and T <= args.unrolled_max:
+                gu = grad(lambda a: objective(a, ones, T, "unrolled"))
+                gval, row["unrolled_seconds"], row["unrolled_peak_mb"] = measure(lambda: gu(la))
+                row["unrolled_rel_diff"] = float(abs(gval - g_log) / max(abs(g_log), 1e-300))
+            rows.append(row)
+            tqdm.write(f"alpha={alpha} T={T}: exact {seconds:.2f} s, peak {peak:.1f} MiB, "
+                  f"|df/dlog alpha| {row['norm_log_alpha']:.3g}, |df/dalphas| "
+                  f"{row['norm_alphas']:.3g}")
     measured = [(r["T"], r["unrolled_peak_mb"]) for r in rows if "unrolled_peak_mb" in r]
     projection = None
     if len(measured) >= 2:
@@ -109,7 +117,8 @@ def add_arguments(p):
     p.add_argument("--hidden", type=int, nargs="*", default=None, help="default 50; --quick 16")
     p.add_argument("--batch-size", type=int, default=100)
     p.add_argument("--n-val", type=int, default=None, help="default 2000; --quick 300")
-    p.add_argument("--alpha", type=float, default=0.3, help="constant learning rate")
+    p.add_argument("--alpha", type=float, nargs="+", default=[0.3, 3.0],
+                   help="constant learning rates, one series each (unrolled: first only)")
     p.add_argument("--beta", type=float, default=0.9, help="momentum")
     p.add_argument("--unrolled-max", type=int, default=None,
                    help="largest T measured with method='unrolled' (default 1000; --quick 40)")
@@ -132,20 +141,26 @@ if __name__ == "__main__":
 
 def tables(meta):
     """Markdown tables for docs/long-horizons.md: ``{"long_horizon": text}``."""
-    lines = ["| T | exact s | exact peak MiB | buffer MiB | unrolled s | unrolled peak MiB "
+    lines = ["| alpha | T | exact s | exact peak MiB | buffer MiB | unrolled s | unrolled peak MiB "
              "(measured / projected) | stored (w, v) MiB | \\|df/dlog alpha\\| | \\|df/dalphas\\| |",
-             "|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|"]
     fmt = lambda x: "-" if x is None or x != x else f"{x:.3g}"
+    default_alpha = meta.get("settings", {}).get("alpha", "-")
     for r in meta["rows"]:
+        alpha = r.get("alpha", default_alpha)
         measured = r.get("unrolled_peak_mb")
         mem = fmt(measured) if measured is not None else f"({fmt(r.get('unrolled_projected_mb'))})"
-        lines.append(f"| {r['T']} | {fmt(r['seconds'])} | {fmt(r['peak_mb'])} | "
+        if r.get("error"):
+            lines.append(f"| {alpha} | {r['T']} | diverged | | | | | | | |")
+            continue
+        lines.append(f"| {alpha} | {r['T']} | {fmt(r['seconds'])} | {fmt(r['peak_mb'])} | "
                      f"{fmt(r['buffer_mb'])} | {fmt(r.get('unrolled_seconds'))} | {mem} | "
                      f"{fmt(r['stored_trajectory_mb'])} | {fmt(r['norm_log_alpha'])} | "
                      f"{fmt(r['norm_alphas'])} |")
     s = meta.get("settings", {})
-    note = (f"{meta.get('data', '?')}, layers {meta.get('layer_sizes', '?')} (N = {meta.get('N', '?')}), "
-            f"alpha {s.get('alpha')}, beta {s.get('beta')}{' (quick mode)' if s.get('quick') else ''}; "
+    data = "MNIST" if "mnist" in str(meta.get("data")).lower() else meta.get("data", "?")
+    note = (f"{data}, layers {meta.get('layer_sizes', '?')} (N = {meta.get('N', '?')}), "
+            f"beta {s.get('beta')}{' (quick mode)' if s.get('quick') else ''}; "
             "times on a shared machine. Source: docs/results/long_horizon.json, written by "
             "`python -m experiments.long_horizon` with these settings.")
     return {NAME: "\n".join(lines) + f"\n\n<sub>{note}</sub>"}

@@ -7,7 +7,7 @@ import numpy as np
 
 from experiments.common import load_results
 from figures import run_figure, save_figure
-from figures.chaos import _symlog_axis
+from figures.chaos import symlog_axis
 
 
 def plot(meta, arr):
@@ -32,7 +32,7 @@ def plot(meta, arr):
         top.set_yscale("log")
         top.set_title(title, fontsize=9)
         top.legend(fontsize=8)
-        _symlog_axis(bottom, arr[f"{opt}_grad"].ravel(), clip=1e6)
+        symlog_axis(bottom, arr[f"{opt}_grad"].ravel(), clip=1e6)
         bottom.axhline(0, color="0.6", lw=0.5)
         bottom.set_xlabel(r"$\log\alpha$")
     axes[0, 0].set_ylabel("final training loss")

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments.common import load_results  # noqa: E402
-from figures import run_figure  # noqa: E402
+from figures import horizon_axis, run_figure  # noqa: E402
 from figures import save_figure as save  # noqa: E402
 
 NAME = "approx_horizon"
@@ -31,8 +31,6 @@ def _value(row, key):
 
 
 def plot(results_dir, out_dir):
-    from matplotlib.ticker import FixedLocator, NullLocator
-
     from reversible.grading import coinciding_groups
     meta, _ = load_results(results_dir, NAME)
     results = meta["results"]
@@ -76,12 +74,7 @@ def plot(results_dir, out_dir):
                 title=f"magnitude (clipped to [{lo:.0e}, {hi:.0e}])")
     axes[2].set(ylabel="cosine to exact", title="DrMAD per hyperparameter kind", ylim=(-1.05, 1.05))
     for ax in axes:
-        ax.set_xscale("log")
-        ax.xaxis.set_major_locator(FixedLocator(Ts))
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xticks(Ts, [f"{int(t)}" for t in Ts])
-        ax.set_xlim(Ts.min() / 1.5, Ts.max() * 1.5)
-        ax.set_xlabel("training steps T")
+        horizon_axis(ax, Ts)
         ax.axhline(1.0, color="0.6", lw=0.8, ls=":")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8, loc="lower left")
