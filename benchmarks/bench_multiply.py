@@ -8,7 +8,11 @@ Prints, for momenta from 2**-32 to 1 - 2**-32:
 2. bits held over ``log2(2**32 / n)`` per multiply, T = 10**4 steps on 1,000 elements;
 3. one exact forward step and one reverse step at N = 10**6 with the NumPy specification
    and the numba kernel, against a plain float64 momentum step (wall-clock medians of
-   interleaved repetitions; on a busy machine only the ratios mean much).
+   interleaved repetitions; on a busy machine only the ratios mean much);
+4. faithfulness on the digits MLP [64, 50, 50, 10], T = 50: relative difference of each
+   hypergradient kind and of w_T from autograd through the float64 loop, and of central
+   finite differences (h = 1e-4) of the exact map along a random direction over all
+   hyperparameters and along the momenta alone (the problem of tests/test_faithfulness.py).
 """
 
 import argparse
@@ -81,6 +85,59 @@ def step_times(N, reps, beta=0.9, F=52):
     return {k: float(np.median(v)) for k, v in times.items()}
 
 
+def faithfulness():
+    """Relative errors of the exact engine against the float64 loop and finite differences."""
+    import autograd
+
+    import reversible
+    from reversible import data, models
+
+    digits = data.load_digits()
+    rng = np.random.default_rng(0)
+    perm = rng.permutation(digits.X.shape[0])
+    sizes, T = [64, 50, 50, 10], 50
+    loss = models.make_train_loss((digits.X[perm[:1000]], digits.y[perm[:1000]]), sizes, 100,
+                                  seed=1, l2="group")
+    Xv, yv = digits.X[perm[1000:1400]], digits.y[perm[1000:1400]]
+    w0 = models.init_mlp(sizes, 0.1, seed=2)
+    G = len(w0)
+    args = [w0, [0.01 * rng.standard_normal(np.shape(p)) for p in w0],
+            0.3 * (1 + 0.2 * rng.uniform(-1, 1, (T, G))), 0.9 + 0.05 * rng.uniform(-1, 1, (T, G)),
+            -4.0 + 0.1 * np.arange(G)]
+    names = ("w0", "v0", "alphas", "betas", "meta")
+
+    def flat(x):
+        return np.concatenate([np.ravel(a) for a in x]) if isinstance(x, list) else np.ravel(x)
+
+    def train(method, a):
+        return reversible.sgd(loss, a[0], a[2], a[3], a[4], v0=a[1], method=method)
+
+    def objective(method):
+        return lambda *a: models.nll(train(method, list(a)), Xv, yv)
+
+    grads = {m: autograd.grad(objective(m), tuple(range(5)))(*args) for m in ("exact", "unrolled")}
+    out = {}
+    for k, ge, gu in zip(names, grads["exact"], grads["unrolled"]):
+        out[k] = float(np.linalg.norm(flat(ge) - flat(gu)) / np.linalg.norm(flat(gu)))
+    we, wu = flat(train("exact", args)), flat(train("unrolled", args))
+    out["w_T"] = float(np.linalg.norm(we - wu) / np.linalg.norm(wu))
+    f, h = objective("exact"), 1e-4
+    scale = (0.1, 0.01, 0.05, 0.05, 1.0)
+    for which in ("all", "betas"):
+        r = np.random.default_rng(10)
+        d = [[s * r.standard_normal(np.shape(p)) for p in a] if isinstance(a, list)
+             else s * r.standard_normal(np.shape(a)) for s, a in zip(scale, args)]
+        if which == "betas":
+            d = [[0 * p for p in x] if isinstance(x, list) else (x if k == 3 else 0 * x)
+                 for k, x in enumerate(d)]
+        moved = [[[p + sgn * h * q for p, q in zip(a, b)] if isinstance(a, list) else a + sgn * h * b
+                  for a, b in zip(args, d)] for sgn in (1, -1)]
+        fd = (f(*moved[0]) - f(*moved[1])) / (2 * h)
+        an = sum(float(np.dot(flat(g), flat(x))) for g, x in zip(grads["exact"], d))
+        out[f"finite difference ({which})"] = abs(fd - an) / abs(an)
+    return out
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (a smoke test)")
@@ -98,6 +155,10 @@ def main(argv=None):
     print(f"\nstep times at N = {N_step} (beta = 0.9, medians of {reps} interleaved steps):")
     for name, sec in times.items():
         print(f"  {name:<20} {sec * 1e3:9.2f} ms  {sec / plain:6.2f}x plain")
+    if not args.quick:
+        print("\nfaithfulness, digits MLP [64, 50, 50, 10], T = 50 (relative differences):")
+        for name, err in faithfulness().items():
+            print(f"  {name:<26} {err:.2e}")
 
 
 if __name__ == "__main__":

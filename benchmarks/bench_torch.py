@@ -96,11 +96,21 @@ def main(argv=None):
     args = ap.parse_args(argv)
     import torch
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        return _measure(args)
+    finally:
+        torch.set_num_threads(threads)              # leave the caller's setting as it was
+
+
+def _measure(args):
+    import torch
+
     import reversible.torch as rt
     from reversible.torch.derivatives import LossDerivatives
     from reversible.torch.tree import TensorTree
 
-    torch.set_num_threads(args.threads)
     cfg = QUICK if args.quick else FULL
     T, reps = cfg["T"], cfg["reps"]
     model, params0, train_loss, val_loss, alphas, betas = conv_problem(T, cfg["batch"])

@@ -200,18 +200,31 @@ def main(argv=None):
     args = ap.parse_args(argv)
     import torch
 
-    import reversible.torch as rt
-    from reversible.torch.derivatives import LossDerivatives
-    from reversible.torch.tree import TensorTree
-
     cfg = dict(QUICK if args.quick else FULL)
     cfg["big_n"] = args.big_n or cfg["big_n"]
     cfg["big_t"] = args.big_t or cfg["big_t"]
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    settings = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+                torch.backends.cudnn.benchmark, torch.get_num_threads())
     if device.type == "cpu":
         torch.set_num_threads(1)
     torch.use_deterministic_algorithms(True)
     torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
+    try:
+        return _measure(args, cfg, device)
+    finally:                                    # leave the caller's PyTorch settings as they were
+        torch.use_deterministic_algorithms(settings[0])
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = settings[1:3]
+        torch.set_num_threads(settings[3])
+
+
+def _measure(args, cfg, device):
+    import torch
+
+    import reversible.torch as rt
+    from reversible.torch.derivatives import LossDerivatives
+    from reversible.torch.tree import TensorTree
+
     dtype = getattr(torch, args.dtype)
     model, params0, train_loss, val_loss = problem(cfg, device, dtype)
     tree = TensorTree(params0, "params0")

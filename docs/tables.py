@@ -9,14 +9,17 @@ run the generator.
 
 Two kinds of JSON are understood:
 
-* an experiment's own output (``"experiment": NAME``), rendered by the
-  function registered for it in ``RENDERERS`` (e.g. ``online_quadratic``);
+* an experiment's own output, rendered by the function registered for it in
+  ``RENDERERS`` (e.g. ``online_quadratic``) or, failing that, by the
+  experiment module's own ``tables(meta) -> {NAME: markdown}`` when
+  ``experiments/NAME.py`` defines one (e.g. ``long_horizon``);
 * a plain table ``{"columns": [...], "rows": [[...], ...], "source": "..."}``
   for results whose raw output was not kept: ``source`` says where the numbers
   come from and how to regenerate them, and is printed under the table.
 """
 
 import argparse
+import importlib
 import json
 import pathlib
 import re
@@ -74,19 +77,7 @@ def render_online_quadratic(data):
     return _markdown(columns, rows) + f"\n\n<sub>{note}</sub>"
 
 
-def render_experiment_tables(name):
-    """A renderer that calls ``experiments.NAME.tables(data)[NAME]`` (long-horizons tables)."""
-    def render_it(data):
-        import importlib
-        if str(HERE.parent) not in sys.path:
-            sys.path.insert(0, str(HERE.parent))
-        return importlib.import_module(f"experiments.{name}").tables(data)[name]
-    return render_it
-
-
-RENDERERS = {"online_quadratic": render_online_quadratic,
-             "pes_schedule": render_experiment_tables("pes_schedule"),
-             "long_horizon": render_experiment_tables("long_horizon")}
+RENDERERS = {"online_quadratic": render_online_quadratic}   # others: experiments/NAME.py tables()
 
 
 def render(name, results_dir=HERE / "results"):
@@ -95,15 +86,30 @@ def render(name, results_dir=HERE / "results"):
     if not path.is_file():
         raise FileNotFoundError(f"table {name!r}: no {path}; run the experiment and copy its JSON there")
     data = json.loads(path.read_text(encoding="utf-8"))
-    experiment = data.get("experiment") if isinstance(data, dict) else None
-    if experiment is not None:
-        if experiment not in RENDERERS:
-            raise ValueError(f"table {name!r}: no renderer for experiment {experiment!r} in docs/tables.py")
+    experiment = data.get("experiment", name) if isinstance(data, dict) else name
+    if experiment in RENDERERS:
         return RENDERERS[experiment](data)
-    if not {"columns", "rows"} <= set(data):
-        raise ValueError(f"table {name!r}: {path} is neither an experiment's JSON nor a "
-                         "{columns, rows, source} table")
+    module_tables = _experiment_tables(name)
+    if module_tables is not None:
+        tables = module_tables(data)
+        if name not in tables:
+            raise ValueError(f"table {name!r}: experiments/{name}.py tables() gives only {sorted(tables)}")
+        return tables[name]
+    if not (isinstance(data, dict) and {"columns", "rows"} <= set(data)):
+        raise ValueError(f"table {name!r}: {path} is neither a {{columns, rows, source}} table nor the "
+                         f"output of an experiment with a renderer (RENDERERS here, or tables(meta) "
+                         f"in experiments/{name}.py)")
     return render_plain(data)
+
+
+def _experiment_tables(name):
+    """``experiments/NAME.py``'s ``tables(meta)`` function, or None."""
+    if not (HERE.parent / "experiments" / f"{name}.py").is_file():
+        return None
+    if str(HERE.parent) not in sys.path:
+        sys.path.insert(0, str(HERE.parent))
+    module = importlib.import_module(f"experiments.{name}")
+    return getattr(module, "tables", None)
 
 
 def regenerate(text, results_dir=HERE / "results"):

@@ -67,9 +67,10 @@ def run(args):
     objective(float(np.log(args.alpha[0])), np.ones(2), 2, "exact")   # warm-up (imports, JIT)
     from reversible.errors import ReversibleError
     rows = []
+    from tqdm.auto import tqdm
     for k, alpha in enumerate(args.alpha):
         la = float(np.log(alpha))
-        for T in args.T:
+        for T in tqdm(args.T, desc=f"horizons (alpha={alpha:g})", unit="T", leave=False):
             stats = {}
             ones = np.ones(T)
             g = grad(lambda a, s: objective(a, s, T, "exact", stats), (0, 1))
@@ -79,7 +80,7 @@ def run(args):
             except (ReversibleError, FloatingPointError) as err:     # training diverged
                 row["error"] = f"{type(err).__name__}: {err}"
                 rows.append(row)
-                print(f"alpha={alpha} T={T}: {row['error']}")
+                tqdm.write(f"alpha={alpha} T={T}: {row['error']}")
                 continue
             row.update(seconds=seconds, peak_mb=peak,
                        buffer_mb=stats.get("buffer_bits", float("nan")) / 8 / 2 ** 20,
@@ -89,7 +90,7 @@ def run(args):
                 gval, row["unrolled_seconds"], row["unrolled_peak_mb"] = measure(lambda: gu(la))
                 row["unrolled_rel_diff"] = float(abs(gval - g_log) / max(abs(g_log), 1e-300))
             rows.append(row)
-            print(f"alpha={alpha} T={T}: exact {seconds:.2f} s, peak {peak:.1f} MiB, "
+            tqdm.write(f"alpha={alpha} T={T}: exact {seconds:.2f} s, peak {peak:.1f} MiB, "
                   f"|df/dlog alpha| {row['norm_log_alpha']:.3g}, |df/dalphas| "
                   f"{row['norm_alphas']:.3g}")
     measured = [(r["T"], r["unrolled_peak_mb"]) for r in rows if "unrolled_peak_mb" in r]

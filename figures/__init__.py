@@ -1,12 +1,13 @@
 """Figure scripts: ``python -m figures.NAME --results DIR --out DIR`` writes NAME.png and NAME.pdf.
 
-Helpers shared by the scripts: :func:`figure_parser`, :func:`save_figure` and :func:`run_figure`.
+Helpers shared by the scripts: :func:`figure_parser`, :func:`save_figure`, :func:`run_figure`
+and :func:`horizon_axis`.
 """
 
 import argparse
 import pathlib
 
-__all__ = ["figure_parser", "save_figure", "run_figure"]
+__all__ = ["figure_parser", "save_figure", "run_figure", "horizon_axis"]
 
 
 def figure_parser(name, description):
@@ -35,3 +36,17 @@ def run_figure(name, doc, plot, argv=None):
     for path in plot(args.results, args.out):
         print("wrote", path)
     return 0
+
+
+def horizon_axis(ax, values, label="training steps T"):
+    """A log x axis ticked at exactly ``values`` with plain labels (no colliding minor labels)."""
+    import numpy as np
+    from matplotlib.ticker import FixedLocator, NullLocator
+    values = np.asarray(values, dtype=float)
+    ax.set_xscale("log")
+    ax.xaxis.set_major_locator(FixedLocator(values))
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xticks(values, [f"{v:g}" for v in values])
+    ax.set_xlim(values.min() / 1.5, values.max() * 1.5)
+    ax.set_xlabel(label)
+

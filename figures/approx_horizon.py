@@ -13,13 +13,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments.common import load_results  # noqa: E402
-from figures import run_figure  # noqa: E402
+from figures import horizon_axis, run_figure  # noqa: E402
 from figures import save_figure as save  # noqa: E402
 
 NAME = "approx_horizon"
 
 
-RATIO_RANGE = (1e-4, 1e4)          # norm ratios outside are drawn at the edge and labelled
+RATIO_RANGE = (1e-4, 1e4)          # norm ratios outside are drawn at the edge, labelled with their value
 
 
 def _row(result, label):
@@ -31,8 +31,6 @@ def _value(row, key):
 
 
 def plot(results_dir, out_dir):
-    from matplotlib.ticker import FixedLocator, NullLocator
-
     from reversible.grading import coinciding_groups
     meta, _ = load_results(results_dir, NAME)
     results = meta["results"]
@@ -44,6 +42,7 @@ def plot(results_dir, out_dir):
     dodge = {label: np.exp(0.04 * (i - (len(labels) - 1) / 2)) for i, label in enumerate(labels)}
     fig, axes = plt.subplots(1, 3, figsize=(15, 4.0))
     lo, hi = RATIO_RANGE
+    clipped = []
     for label in labels:
         rows = [_row(r, label) for r in results]
         cos = np.array([_value(row, "cosine") for row in rows])
@@ -51,11 +50,11 @@ def plot(results_dir, out_dir):
         style = dict(marker=markers[label], color=colors[label], ms=6, lw=1.4, label=label)
         axes[0].plot(Ts * dodge[label], cos, **style)
         axes[1].plot(Ts * dodge[label], np.clip(ratio, lo, hi), **style)
-        for T, r in zip(Ts * dodge[label], ratio):
-            if np.isfinite(r) and not lo <= r <= hi:
-                axes[1].annotate(f"{r:.0e}", (T, np.clip(r, lo, hi)), fontsize=7,
-                                 color=colors[label], xytext=(4, -10 if r > hi else 4),
-                                 textcoords="offset points")
+        clipped += [f"{label} {r:.0e} at T={int(T)}" for T, r in zip(Ts, ratio)
+                    if np.isfinite(r) and not lo <= r <= hi]
+    if clipped:
+        axes[1].text(0.03, 0.97, "off the scale:\n" + "\n".join(clipped), transform=axes[1].transAxes,
+                     va="top", fontsize=7, color="0.25")
     # per hyperparameter kind, DrMAD (solid) and its hybrid (dashed); where they agree within
     # 5 % they share one line
     kinds = list(_row(results[0], "exact")["kinds"])
@@ -71,15 +70,11 @@ def plot(results_dir, out_dir):
                          color=plt.cm.Dark2(i), ls="-" if group[0] == "drmad" else "--",
                          label=f"{k}: {' ~ '.join(group)}")
     axes[0].set(ylabel="cosine to exact", title="direction (all hyperparameters)", ylim=(-1.05, 1.05))
-    axes[1].set(yscale="log", ylabel="|g| / |g_exact|", title="magnitude", ylim=(lo / 3, hi * 3))
+    axes[1].set(yscale="log", ylabel="|g| / |g_exact|", ylim=(lo / 3, hi * 3),
+                title=f"magnitude (clipped to [{lo:.0e}, {hi:.0e}])")
     axes[2].set(ylabel="cosine to exact", title="DrMAD per hyperparameter kind", ylim=(-1.05, 1.05))
     for ax in axes:
-        ax.set_xscale("log")
-        ax.xaxis.set_major_locator(FixedLocator(Ts))
-        ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xticks(Ts, [f"{int(t)}" for t in Ts])
-        ax.set_xlim(Ts.min() / 1.5, Ts.max() * 1.5)
-        ax.set_xlabel("training steps T")
+        horizon_axis(ax, Ts)
         ax.axhline(1.0, color="0.6", lw=0.8, ls=":")
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8, loc="lower left")

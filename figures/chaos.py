@@ -12,7 +12,7 @@ from experiments.common import load_results
 from figures import figure_parser, save_figure
 
 
-def _symlog_axis(ax, g, clip=None):
+def symlog_axis(ax, g, clip=None):
     """Symmetric log y axis with decade ticks; ``clip`` caps |y| (for wild chaotic values)."""
     finite = np.abs(g[np.isfinite(g)])
     finite = finite[finite > 0]
@@ -42,7 +42,7 @@ def plot_main(meta, arr):
     a1.set_yscale("log")
     a1.set_ylabel("final training loss")
     a2.plot(la, grad, ".", ms=2, color="C3")
-    _symlog_axis(a2, grad)
+    symlog_axis(a2, grad)
     a2.axhline(0, color="0.6", lw=0.5)
     a2.set_ylabel(r"$\partial$ loss / $\partial \log\alpha$ (symlog)")
     a2.set_xlabel(r"$\log\alpha$ (learning rate)")
@@ -72,7 +72,7 @@ def plot_T(meta, arr):
     a1.set_yscale("log")
     a1.set_ylabel("final training loss")
     a1.legend(fontsize=8)
-    _symlog_axis(a2, arr["T_grad"].ravel(), clip=1e6)
+    symlog_axis(a2, arr["T_grad"].ravel(), clip=1e6)
     a2.set_ylabel(r"$\partial$ loss / $\partial \log\alpha$ (symlog)")
     a2.set_xlabel(r"$\log\alpha$ (learning rate)")
     a1.set_title(f"{meta['dataset']}: chaos sets in at smaller learning rates as T grows",

@@ -13,7 +13,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from experiments.common import load_results  # noqa: E402
-from figures import run_figure  # noqa: E402
+from figures import horizon_axis, run_figure  # noqa: E402
 from figures import save_figure as save  # noqa: E402
 
 NAME = "long_horizon"
@@ -46,6 +46,7 @@ def plot(results_dir, out_dir):
     axes[2].set(xscale="log", yscale="log", xlabel="T", ylabel="norm",
                 title="exact hypergradient norm")
     for ax in axes:
+        horizon_axis(ax, T, "T (training steps)")
         ax.legend(fontsize=7)
     data = "MNIST" if "mnist" in meta["data"].lower() else meta["data"]
     fig.suptitle(f"{data}, layers {meta['layer_sizes']}", fontsize=9)

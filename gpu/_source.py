@@ -68,50 +68,48 @@ __device__ __forceinline__ bool add_checked(i64 X, i64 D, bool sub, i64* S) {
     return !wrapped;
 }
 
-/* x = q d + r for a 64-bit x and a divisor 0 < d < 2**32, with 32-bit divisions and one
-   float64 estimate (error < 1, fixed up exactly) instead of the slow 64-bit division. */
-__device__ __forceinline__ void udivmod64_32(u64 x, u64 d, u64* q, u64* r) {
-    u32 hi = (u32)(x >> 32), lo = (u32)x, d32 = (u32)d;
-    u32 qh = hi / d32, rh = hi - qh * d32;
-    u64 y = ((u64)rh << 32) | lo;                       /* y < d * 2**32 */
-    u64 ql = (u64)(__ull2double_rn(y) / __ull2double_rn(d));
-    i64 rem = (i64)(y - ql * d);
-    if (rem < 0) { ql -= 1; rem += (i64)d; }
-    else if (rem >= (i64)d) { ql += 1; rem -= (i64)d; }
-    *q = ((u64)qh << 32) + ql;
-    *r = (u64)rem;
-}
-
-/* floor division and modulo of a signed V by 0 < n < 2**32 */
-__device__ __forceinline__ void floordivmod(i64 V, i64 n, i64* q, i64* r) {
-    u64 qm, rm;
-    if (V >= 0) {
-        udivmod64_32((u64)V, (u64)n, &qm, &rm);
-        *q = (i64)qm; *r = (i64)rm;
-    } else {                                            /* V = -m - 1 with m >= 0 */
-        udivmod64_32((u64)(-(V + 1)), (u64)n, &qm, &rm);
-        *q = -(i64)qm - 1; *r = n - 1 - (i64)rm;
-    }
-}
-
-/* self-test entry point: floor divmod of V by n and unsigned divmod of h by n */
-extern "C" __global__ void divmod_check(const i64* V, const u64* h, const i64* n, i64* q, i64* r,
-                                        u64* hq, u64* hr, i64 N) {
-    i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i >= N) return;
-    floordivmod(V[i], n[i], q + i, r + i);
-    udivmod64_32(h[i], (u64)n[i], hq + i, hr + i);
+/* correct a quotient estimate q that is off by at most one, given its remainder r */
+__device__ __forceinline__ void fixup(i64* q, i64* r, i64 n) {
+    if (*r < 0) { *q -= 1; *r += n; }
+    else if (*r >= n) { *q += 1; *r -= n; }
 }
 
 /* x = q n + r for x < n 2**32 (so q < 2**32) and 1 <= n < 2**32: a float64 estimate
    (error far below one) fixed up exactly by the remainder; inv_n = 1.0 / n */
 __device__ __forceinline__ u64 quot32(u64 x, i64 n, double inv_n, i64* r) {
-    u64 q = (u64)__dmul_rn(__ull2double_rn(x), inv_n);
-    i64 rem = (i64)(x - q * (u64)n);
-    if (rem < 0) { q -= 1; rem += n; }
-    else if (rem >= n) { q += 1; rem -= n; }
+    i64 q = (i64)(u64)__dmul_rn(__ull2double_rn(x), inv_n);
+    i64 rem = (i64)(x - (u64)q * (u64)n);               /* |x - q n| < 2 n: exact mod 2**64 */
+    fixup(&q, &rem, n);
     *r = rem;
-    return q;
+    return (u64)q;
+}
+
+/* floor division and modulo of a signed V by 1 <= n < 2**32 without an integer division:
+   a float64 estimate when the quotient is below 2**32 (n > 2**31), else long division in
+   32-bit limbs V = Vh 2**32 + Vl (|Vh| < 2**31); inv_n = 1.0 / n */
+__device__ __forceinline__ void floordivmod(i64 V, i64 n, double inv_n, i64* q, i64* r) {
+    if (n > 2147483648LL) {
+        i64 a = (i64)floor(__dmul_rn(__ll2double_rn(V), inv_n));
+        i64 b = (i64)((u64)V - (u64)a * (u64)n);        /* exact mod 2**64 */
+        fixup(&a, &b, n);
+        *q = a; *r = b;
+        return;
+    }
+    i64 vh = V >> 32;
+    i64 a1 = (i64)floor(__dmul_rn(__ll2double_rn(vh), inv_n));
+    i64 r1 = vh - a1 * n;
+    fixup(&a1, &r1, n);
+    u64 c = quot32((((u64)r1) << 32) | ((u64)V & MASK32), n, inv_n, r);
+    *q = (i64)((((u64)a1) << 32) + c);
+}
+
+/* self-test entry point: floor divmod of V by n, and x // n, x % n for x < n 2**32 */
+extern "C" __global__ void divmod_check(const i64* V, const u64* x, const i64* n, const double* inv,
+                                        i64* q, i64* r, u64* xq, i64* xr, i64 N) {
+    i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= N) return;
+    floordivmod(V[i], n[i], inv[i], q + i, r + i);
+    xq[i] = quot32(x[i], n[i], inv[i], xr + i);
 }
 
 struct Tail {
@@ -158,7 +156,7 @@ __device__ __forceinline__ i64 bb_divide(i64 V1, i64 n, double inv_n, u64* hp,
                                          const Tail& tl, bool* under, bool* ovf) {
     u64 h = *hp;
     i64 a, b, u;
-    floordivmod(V1, n, &a, &b);                         /* V1 = a n + b */
+    floordivmod(V1, n, inv_n, &a, &b);                  /* V1 = a n + b */
     u64 c = quot32((((u64)b) << 32) | (h & MASK32), n, inv_n, &u);
     if (a < -(1LL << 31) || a >= (1LL << 31)) *ovf = true;
     h = (h >> 32) * (u64)n + (u64)u;

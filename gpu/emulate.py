@@ -30,7 +30,7 @@ static dim3_ blockIdx, threadIdx, blockDim, gridDim;
 #define __device__
 #define __forceinline__ inline
 #define __shared__ static
-using std::isfinite; using std::rint; using std::fabs;
+using std::isfinite; using std::rint; using std::fabs; using std::floor;
 static inline double __dmul_rn(double a, double b) { return a * b; }
 static inline double __dadd_rn(double a, double b) { return a + b; }
 static inline double __dsub_rn(double a, double b) { return a - b; }
@@ -59,7 +59,8 @@ _KERNELS = {
                 "const i64* ns, const double* invs, const int* gidx, double* d_alpha, "
                 "double* d_beta, i64 N, int G, int has_gidx, int has_wf, int t_vel, int t_pos, "
                 "i64 cap, double scale, double inv_scale, u64 key_vel, u64 key_pos, u64* flag",
-    "divmod_check": "const i64* V, const u64* h, const i64* n, i64* q, i64* r, u64* hq, u64* hr, i64 N",
+    "divmod_check": "const i64* V, const u64* x, const i64* n, const double* inv, i64* q, i64* r, "
+                    "u64* xq, i64* xr, i64 N",
     "plain_step": "double* w, double* v, const double* g, const double* alphas, "
                   "const double* betas, const int* gidx, i64 N, int G, int has_gidx, int t",
 }
@@ -70,9 +71,9 @@ _CTYPES = {np.dtype(np.int64): ctypes.c_int64, np.dtype(np.int32): ctypes.c_int3
 _CACHE = {}
 
 
-def _launchers():
+def _launchers(kernels=None):
     out = []
-    for name, params in _KERNELS.items():
+    for name, params in (_KERNELS if kernels is None else kernels).items():
         params = params or _KERNELS["fwd_step"]
         names = ", ".join(p.split()[-1].lstrip("*") for p in params.split(","))
         out.append(f'extern "C" void launch_{name}(int nblocks, {params}) {{\n'
@@ -86,11 +87,11 @@ def compiler():
     return shutil.which(os.environ.get("CXX", "g++")) or shutil.which("c++") or shutil.which("clang++")
 
 
-def _build():
+def _build(extra_source="", kernels=None):
     cxx = compiler()
     if cxx is None:
         raise RuntimeError("no C++ compiler found (set CXX); the CPU emulation of the kernels needs one")
-    code = _SHIM + _source.SOURCE + _launchers()
+    code = _SHIM + _source.SOURCE + extra_source + _launchers(kernels)
     tag = hashlib.sha1(code.encode()).hexdigest()[:12]
     lib = os.path.join(tempfile.gettempdir(), f"reversible_gpu_emu_{tag}_{os.getuid()}.so")
     if os.path.exists(lib):
@@ -125,6 +126,16 @@ def _kernel(lib, name):
         nb = int(grid[0]) * int(block[0]) if name != "rev_step" else int(grid[0])
         fn(ctypes.c_int(nb), *[_arg(a) for a in args])
     return launch
+
+
+def extra_kernels(extra_source, kernels):
+    """Launchers of the kernels in ``extra_source`` (CUDA C compiled after the engine's
+    source, e.g. ``gpu/_adam_source.py``), run on the CPU: ``{name: launch(grid, block, args)}``.
+    ``kernels`` maps each kernel name to its C parameter list."""
+    key = ("extra", extra_source)
+    if key not in _CACHE:
+        _CACHE[key] = _build(extra_source, kernels)
+    return {n: _kernel(_CACHE[key], n) for n in kernels}
 
 
 def backend(sms=1):

@@ -6,6 +6,8 @@ suites call :func:`compare` too (on the GPU, and on the CPU through
 :mod:`reversible.gpu.emulate`).
 """
 
+import sys
+
 import numpy as np
 
 from reversible.trajectory import Schedule, forward, reverse
@@ -111,38 +113,52 @@ def compare(regime="fused", N=1000, T=200, frac_bits=40, seed=0, backend=None, c
 
 
 def division_cases(seed=0, size=20000):
-    """Inputs for the kernels' division routine: edges and random values over the whole range."""
+    """Inputs for the kernels' division routines: signed ``V`` over the whole int64 range, and
+    ``x < n 2**32`` (the multiply's quotients are below 2**32), weighted to the top of that
+    range where float64 estimates are tightest; ``n`` from 1 to ``2**32 - 1``."""
     rng = np.random.default_rng(seed)
     i64 = np.iinfo(np.int64)
     V = np.concatenate([[i64.min, i64.min + 1, -1, 0, 1, i64.max, -65536, 65535, -(1 << 40)],
                         rng.integers(i64.min, i64.max, size, dtype=np.int64, endpoint=True)])
-    h = rng.integers(0, np.iinfo(np.uint64).max, V.size, dtype=np.uint64, endpoint=True)
-    h[:4] = [0, 1, np.iinfo(np.uint64).max, (1 << 63)]
     n = np.where(rng.random(V.size) < 0.5, rng.integers(1, 65537, V.size),
-                 rng.integers(1, (1 << 32) - 1, V.size)).astype(np.int64)
-    n[:9] = [1, 2, 65536, 65535, 3, (1 << 32) - 1, 7, 1 << 24, (1 << 24) + 1]
-    return V, h, n
+                 rng.integers(1, 1 << 32, V.size)).astype(np.int64)
+    n[:12] = [1, 2, 65536, 65535, 3, (1 << 32) - 1, 7, 1 << 24, (1 << 24) + 1, 1 << 31,
+              (1 << 31) + 1, (1 << 31) - 1]
+    top = n.astype(np.uint64) << np.uint64(32)          # x < n 2**32 <= 2**64 - 2**32
+    frac = rng.random(V.size)
+    x = np.where(frac < 0.3, top - np.uint64(1) - rng.integers(0, 1 << 20, V.size).astype(np.uint64),
+                 (frac * top.astype(np.float64)).astype(np.uint64))
+    x = np.minimum(x, top - np.uint64(1))
+    x[:12] = top[:12] - np.uint64(1)
+    return V, x, n
 
 
 def check_division(backend=None):
-    """Run the kernels' division routine on :func:`division_cases`; True when it agrees with NumPy."""
+    """Run the kernels' division routines on :func:`division_cases`; True when they agree with NumPy."""
     from .engine import BLOCK, _kernels, host
-    V, h, n = division_cases()
+    V, x, n = division_cases()
     if backend is None:
         import cupy as xp
         k = _kernels(xp)["divmod_check"]
     else:
         xp, k = backend.xp, backend.kernels["divmod_check"]
-    Vd, hd, nd = xp.asarray(V), xp.asarray(h), xp.asarray(n)
+    Vd, xd, nd = xp.asarray(V), xp.asarray(x), xp.asarray(n)
+    inv = xp.asarray(1.0 / n.astype(np.float64))
     q, r = xp.empty_like(Vd), xp.empty_like(Vd)
-    hq, hr = xp.empty_like(hd), xp.empty_like(hd)
-    k(((V.size + BLOCK - 1) // BLOCK,), (BLOCK,), (Vd, hd, nd, q, r, hq, hr, np.int64(V.size)))
+    xq, xr = xp.empty_like(xd), xp.empty_like(Vd)
+    k(((V.size + BLOCK - 1) // BLOCK,), (BLOCK,), (Vd, xd, nd, inv, q, r, xq, xr, np.int64(V.size)))
     nu = n.astype(np.uint64)
     return (np.array_equal(host(q), V // n) and np.array_equal(host(r), V % n)
-            and np.array_equal(host(hq), h // nu) and np.array_equal(host(hr), h % nu))
+            and np.array_equal(host(xq), x // nu) and np.array_equal(host(xr), (x % nu).astype(np.int64)))
 
 
 def main():
+    from ._cupy import GPUUnavailableError, require_cupy
+    try:
+        require_cupy()
+    except GPUUnavailableError as err:
+        print(f"reversible.gpu self-check: {err}", file=sys.stderr)
+        return 2
     ok = check_division()
     print(f"division routine: {'OK' if ok else 'MISMATCH'}")
     for regime in REGIMES:

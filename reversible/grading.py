@@ -167,14 +167,15 @@ class Table:
         return {"reference": self.reference, "meta": self.meta, "rows": self.rows}
 
     def to_json(self, path=None):
-        text = json.dumps(self.to_dict(), indent=1, default=_json_default)
+        text = json.dumps(self.to_dict(), indent=1, default=json_default)
         if path is not None:
-            with open(path, "w") as fh:
-                fh.write(text)
+            from .atomic import atomic_write
+            atomic_write(path, lambda fh: fh.write(text), mode="w")
         return text
 
 
-def _json_default(x):
+def json_default(x):
+    """``json.dump``'s ``default``: NumPy scalars and arrays as plain numbers and lists."""
     if isinstance(x, np.generic):
         return x.item()
     if isinstance(x, np.ndarray):

@@ -12,8 +12,9 @@ Design points:
 
 * Elements are cut into *blocks*: pieces of at most :data:`BLOCK` elements
   of one parameter group.  A block's alpha and n are looked up once, and the
-  blocks run in parallel (``numba.prange``) once a step has at least
-  :data:`PARALLEL_MIN` elements.  Blocks touch disjoint elements (heads,
+  blocks can run in parallel (``numba.prange``) once a step has at least
+  :data:`PARALLEL_MIN` elements; whether they do is decided by timing both
+  ways now and then (:class:`_ThreadChoice`), as busy cores make threads a loss.  Blocks touch disjoint elements (heads,
   pointers, tail columns) and keep their own status row, so the result does
   not depend on the number of threads.
 * No hardware division in the common case: every quotient the multiply needs
@@ -43,6 +44,7 @@ also write ``float(W)`` of the new weights into ``w_out`` in the same pass.
 
 import operator
 import threading
+import time
 import types as pytypes
 import weakref
 
@@ -394,24 +396,87 @@ def _reverse_blocks_py(V, g, blo, bhi, bgroup, n_row, head, ptr, addrs, rows, fr
         _reverse_range(V, g, blo[b], bhi[b], n, c1, head, ptr, addrs, rows, status[b])
 
 
+def _renamed(f, suffix):
+    """A copy of function ``f`` under another name.  numba's on-disk cache is keyed by the
+    function's qualified name, not by compile options, so the parallel compilation of a
+    body needs its own name or it would load the serial one from the cache."""
+    g = pytypes.FunctionType(f.__code__, f.__globals__, f.__name__ + suffix, f.__defaults__,
+                             f.__closure__)
+    g.__qualname__ = f.__qualname__ + suffix
+    return g
+
+
 # One body, two compilations: parallel over blocks, and serial for small steps
 # (where starting threads would cost more than the step).
-_SERIAL = {f.__name__: njit(**_JIT)(f)
-           for f in (_forward_blocks_py, _reverse_position_py, _reverse_blocks_py)}
-_PARALLEL = {f.__name__: njit(parallel=True, **_JIT)(f)
-             for f in (_forward_blocks_py, _reverse_position_py, _reverse_blocks_py)}
+_LOOPS = (_forward_blocks_py, _reverse_position_py, _reverse_blocks_py)
+_SERIAL = {f.__name__: njit(**_JIT)(f) for f in _LOOPS}
+_PARALLEL = {f.__name__: njit(parallel=True, **_JIT)(_renamed(f, "_parallel")) for f in _LOOPS}
 
 
 _PARALLEL_LOCK = threading.Lock()
 
 
+def compiling():
+    """True once a loop of this kernel had to be compiled in this process (a numba cache miss),
+    as opposed to loaded from the on-disk cache."""
+    loops = list(_SERIAL.values()) + list(_PARALLEL.values()) + [_blocks]
+    return any(sum(d.stats.cache_misses.values()) for d in loops)
+
+
+class _ThreadChoice:
+    """Whether the parallel loops pay for a given loop and size, decided by timing.
+
+    Both variants give the same bits, so the choice is free to follow the machine:
+    the first :data:`PROBES` calls of each side (alternating), and again every
+    :data:`REPROBE` calls, are timed; in between the faster side by median runs.
+    On a quiet multi-core machine that is the parallel loop; on one whose cores
+    are all busy, threads wait for each other and the serial loop wins.
+    """
+
+    def __init__(self):
+        self.calls = 0
+        self.times = ([], [])            # recent seconds of (serial, parallel) runs
+
+    def parallel_next(self):
+        """``(use parallel?, time this run?)`` for the next call."""
+        k = self.calls % REPROBE
+        self.calls += 1
+        if k < 2 * PROBES:
+            return k % 2 == 1, True
+        serial, parallel = (np.median(t) if t else np.inf for t in self.times)
+        return bool(parallel < serial), False
+
+    def record(self, parallel, seconds):
+        t = self.times[int(parallel)]
+        t.append(seconds)
+        del t[:-PROBES]
+
+
+PROBES = 3                 # timed runs of each variant per probe
+REPROBE = 256              # calls between probes
+_CHOICES = {}              # (loop name, N) -> _ThreadChoice
+
+
 def _run(name, N, *args):
-    """Run loop ``name`` in parallel for large steps, else serially.  One parallel launch at a
-    time per process (numba's default threading layer must not be entered concurrently):
-    a step from another Python thread meanwhile runs serially."""
+    """Run loop ``name``: serially for small steps, else in parallel or serially as
+    :class:`_ThreadChoice` finds faster here.  One parallel launch at a time per process
+    (numba's default threading layer must not be entered concurrently): a step from
+    another Python thread meanwhile runs serially."""
     if N >= PARALLEL_MIN and _PARALLEL_LOCK.acquire(blocking=False):
         try:
-            return _PARALLEL[name](*args)
+            choice = _CHOICES.get((name, N))
+            if choice is None:
+                if len(_CHOICES) >= 64:
+                    _CHOICES.clear()
+                choice = _CHOICES[name, N] = _ThreadChoice()
+            parallel, timed = choice.parallel_next()
+            loop = (_PARALLEL if parallel else _SERIAL)[name]
+            if not timed:
+                return loop(*args)
+            start = time.perf_counter()
+            out = loop(*args)
+            choice.record(parallel, time.perf_counter() - start)
+            return out
         finally:
             _PARALLEL_LOCK.release()
     return _SERIAL[name](*args)
@@ -621,4 +686,13 @@ numba_kernel = pytypes.SimpleNamespace(
     reverse_position=reverse_position,
     reverse_velocity=reverse_velocity,
     parallel_min=PARALLEL_MIN,
+    compiling=compiling,
 )
+
+
+# Element-level primitives and buffer plumbing for other compiled update rules
+# (reversible.adam_numba builds Adam's step from them): public names, same objects.
+JIT_OPTIONS = _JIT
+STATUS_EMPTIED = _EMPTIED
+quot32, floordivmod, refill_word, chunk_of = _quot32, _floordivmod, _refill, _chunk_of
+chunk_addresses, grow_buffer, check_buffer, block_layout = _mirror, _grow, _check_buffer, _layout

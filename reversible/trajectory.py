@@ -1,7 +1,16 @@
-"""Reversible SGD with momentum on explicit callables (no autograd in here).
+"""The reversible training loop on explicit callables, generic over the update rule.
 
-Update rule (DESIGN.md section 2), per step ``t`` and elementwise, with the
-schedules of each element's parameter group::
+One loop (:func:`run_forward`, :func:`reverse`) drives any *update rule*: an
+object that supplies its exact step on the fixed-point state (forward, and the
+two halves of its reversal), its float64 step and its adjoint step (see
+:class:`MomentumRule`).  The float methods (checkpointed, truncated, DrMAD,
+unrolled) use the same rule's float step and the same adjoint step
+(:func:`float_train`, :func:`float_adjoint_step`), so the adjoint recurrence is
+written once per rule.  Rules: :class:`MomentumRule` (here) and Adam
+(:mod:`reversible.adam_rule`).
+
+SGD with momentum, per step ``t`` and elementwise, with the schedules of each
+element's parameter group::
 
     g_t     = dL(w_t, meta, t)/dw
     v_{t+1} = beta_t * v_t - (1 - beta_t) * g_t
@@ -10,7 +19,7 @@ schedules of each element's parameter group::
 ``w`` and ``v`` are int64 fixed point; ``beta_t`` is applied as the exact
 rational ``n_t / 2**32`` through an :class:`~reversible.buffer.InfoBuffer`, so
 :func:`reverse` recomputes the whole trajectory backwards bit for bit while
-accumulating the adjoints of DESIGN.md section 2.
+accumulating the adjoints (:meth:`MomentumRule.adjoint_step`).
 
 ``grad(w, meta, t) -> g`` and ``vjp(w, meta, t, u) -> (g, H_ww u, H_meta,w u)``
 are plain callables on flat float64 vectors; the GPU port and the autograd
@@ -22,9 +31,10 @@ import time
 from dataclasses import dataclass, field
 
 import numpy as np
+from autograd.tracer import getval
 
 from . import kernels
-from .buffer import BETA_ONE, InfoBuffer, ideal_bits, quantize_beta
+from .buffer import BETA_ONE, InfoBuffer, effective_beta, ideal_bits, quantize_beta
 from .errors import (BufferUnderflowError, FixedPointOverflowError, NonFiniteError,
                      ReversibilityError)
 from .fixedpoint import DEFAULT_FRAC_BITS, check_frac_bits, to_fixed, to_float
@@ -47,8 +57,8 @@ class Schedule:
     def build(cls, alphas, betas, group_index, num_groups=None):
         group_index = np.asarray(group_index, dtype=np.int64)
         G = int(num_groups if num_groups is not None else (group_index.max() + 1 if group_index.size else 1))
-        alphas = _as_schedule(alphas, G, "alphas")
-        betas = _as_schedule(betas, G, "betas")
+        alphas = as_schedule(alphas, G, "alphas")
+        betas = as_schedule(betas, G, "betas")
         if alphas.shape[0] != betas.shape[0]:
             raise ValueError(f"alphas has {alphas.shape[0]} steps but betas has {betas.shape[0]}; "
                              "both schedules need one row per training step")
@@ -66,6 +76,10 @@ class Schedule:
     def betas(self):
         return self.n / float(BETA_ONE)
 
+    def rule(self, kernel="auto"):
+        """The update rule these schedules drive: SGD with momentum."""
+        return MomentumRule(self, kernel)
+
     def per_element(self, row):
         """Expand a length-G row to the N elements (returns the scalar when G == 1)."""
         if row.shape[0] == 1:
@@ -78,6 +92,10 @@ class Schedule:
             return row[self.group_index]
         return np.repeat(row, self._counts)
 
+    def traceable_per_element(self, row):
+        """:meth:`per_element` by plain indexing, so that autograd can trace it."""
+        return row[0] if self.G == 1 else row[self.group_index]
+
     def group_sum(self, x):
         """Sum an N-vector within each group: shape (G,)."""
         if self.G == 1:
@@ -89,7 +107,7 @@ class Schedule:
         return float(np.sum(ideal_bits(self.n) * counts) / max(self.T * counts.sum(), 1))
 
 
-def _as_schedule(x, G, name):
+def as_schedule(x, G, name):
     x = np.asarray(x, dtype=np.float64)
     if x.ndim == 1:
         x = np.repeat(x[:, None], G, axis=1)
@@ -125,12 +143,23 @@ class TrainState:
         return to_float(self.V, self.frac_bits)
 
     def copy(self):
-        buf = InfoBuffer(self.buffer.size, self.buffer.chunk_rows)
-        buf.head[:] = self.buffer.head
-        buf.ptr[:] = self.buffer.ptr
-        buf.chunks = [c.copy() for c in self.buffer.chunks]
-        return TrainState(self.W.copy(), self.V.copy(), buf, self.schedule, self.frac_bits,
+        return TrainState(self.W.copy(), self.V.copy(), copy_buffer(self.buffer), self.schedule, self.frac_bits,
                           self.W0.copy(), self.V0.copy(), dict(self.stats))
+
+
+    def mismatch(self):
+        """What differs from the initial state (for the not-reversed error)."""
+        return (f"{int(np.count_nonzero(self.W != self.W0))} weights and "
+                f"{int(np.count_nonzero(self.V != self.V0))} velocities differ")
+
+
+def copy_buffer(buffer):
+    """An independent copy of an :class:`InfoBuffer` (heads, pointers and tail chunks)."""
+    buf = InfoBuffer(buffer.size, buffer.chunk_rows)
+    buf.head[:] = buffer.head
+    buf.ptr[:] = buffer.ptr
+    buf.chunks = [c.copy() for c in buffer.chunks]
+    return buf
 
 
 def _progress(iterable, total, enabled, desc):
@@ -140,34 +169,258 @@ def _progress(iterable, total, enabled, desc):
     return tqdm(iterable, total=total, desc=desc, leave=False)
 
 
+# ------------------------------------------------------------------ update rules
+class Cotangents:
+    """Cotangents of a reverse pass: the state's (``w`` and the rule's auxiliary vectors),
+    the hyperparameters' (arrays named by the rule) and ``meta``'s (flat, or None)."""
+
+    def __init__(self, rule, dw, daux, meta_size=0, meta=None):
+        self.w = np.array(dw, dtype=np.float64)
+        self.aux = [np.array(d, dtype=np.float64) for d in daux]
+        self.hyper = {name: np.zeros(shape) for name, shape in rule.hyper_shapes().items()}
+        if meta is not None:
+            self.meta = np.array(meta, dtype=np.float64)
+        else:
+            self.meta = np.zeros(meta_size) if meta_size else None
+
+
+class Derivatives:
+    """The derivatives one adjoint step asks for at ``(w_t, meta, t)``, checked for size and
+    finiteness with the step in every message.
+
+    Calling it with a vector ``u`` returns ``(g, H_ww u, H_meta,w u)``; ``u`` may also be a
+    function of the gradient (Adam's combined vector), in which case ``g`` is computed first.
+    """
+
+    def __init__(self, grad, vjp, w, meta, t, meta_size, grad_hvp=None):
+        self.grad, self.vjp, self.w, self.meta, self.t = grad, vjp, w, meta, t
+        self.meta_size = meta_size
+        self.grad_hvp = grad_hvp
+
+    def __call__(self, u):
+        N, t = self.w.size, self.t
+        if callable(u) and self.grad_hvp is not None:
+            # one gradient evaluation whose backward pass takes the vector built from it
+            def vector(g):
+                return u(check_vector(g, N, "gradient", t))
+            g, hw, hm = self.grad_hvp(self.w, self.meta, t, vector)
+            g = check_vector(g, N, "gradient", t)
+        elif callable(u):
+            if self.grad is not None:
+                g = check_vector(self.grad(self.w, self.meta, t), N, "gradient", t)
+            else:
+                g = check_vector(self.vjp(self.w, self.meta, t, np.zeros(N))[0], N, "gradient", t)
+            u = u(g)
+            _, hw, hm = self.vjp(self.w, self.meta, t, u)
+        else:
+            g, hw, hm = self.vjp(self.w, self.meta, t, u)
+            g = check_vector(g, N, "gradient", t)
+        hw = check_vector(hw, N, "Hessian-vector product", t)
+        if self.meta_size:
+            hm = check_vector(hm, self.meta_size, "mixed Hessian-vector product", t)
+        return g, hw, hm
+
+
+class UpdateRule:
+    """What every update rule shares: its schedule and a lazily loaded kernel.
+
+    ``kernels`` is the rule's kernel registry (a module with ``get(name)``).
+    """
+
+    kernels = kernels
+
+    def __init__(self, schedule, kernel="auto"):
+        self.schedule = schedule
+        self.kernel_name = kernel
+        self._kernel = None
+
+    @property
+    def kernel(self):
+        if self._kernel is None:
+            self._kernel = self.kernels.get(self.kernel_name)
+        return self._kernel
+
+
+class MomentumRule(UpdateRule):
+    """SGD with momentum as an update rule of the engine (module docstring).
+
+    An update rule supplies, for one training step ``t``: its exact step on the
+    fixed-point state (``exact_forward``; ``exact_undo_position`` then
+    ``exact_undo_aux`` going back), its float64 step (``float_step``, written
+    with operations autograd can trace) and its adjoint step (``adjoint_step``).
+    The exact reverse pass and every float method (checkpointed, truncated,
+    DrMAD, unrolled) call these same functions, so each formula exists once.
+    """
+
+    name = "momentum"
+    aux_names = ("v",)
+    state_kinds = ("w0", "v0")              # differentiable initial state
+    hyper_kinds = ("alphas", "betas")       # differentiable hyperparameters, in argument order
+
+    # ----------------------------------------------------------- exact steps
+    def start(self, w0, aux0, frac_bits):
+        frac_bits = check_frac_bits(frac_bits)
+        v0 = np.zeros_like(w0) if aux0 is None else np.ascontiguousarray(aux0, dtype=np.float64).ravel()
+        if v0.shape != w0.shape:
+            raise ValueError(f"v0 has {v0.size} elements but w0 has {w0.size}")
+        W = to_fixed(w0, frac_bits, "initial weights w0")
+        V = to_fixed(v0, frac_bits, "initial velocity v0")
+        return TrainState(W, V, InfoBuffer(w0.size), self.schedule, frac_bits, W.copy(), V.copy())
+
+    def exact_forward(self, state, g, t):
+        """One exact step in place on ``state``; returns ``float(W)`` of the new weights (the
+        kernel writes it in the same pass)."""
+        s = self.schedule
+        w = np.empty(state.W.size)
+        state.W, state.V = self.kernel.forward_step(state.W, state.V, g, s.alphas[t], s.n[t], s,
+                                                    state.buffer, state.frac_bits, t, w_out=w)
+        return w
+
+    def exact_undo_position(self, state, t):
+        s = self.schedule
+        state.W = self.kernel.reverse_position(state.W, state.V, s.alphas[t], s, state.frac_bits, t)
+
+    def exact_undo_aux(self, state, g, t):
+        s = self.schedule
+        state.V = self.kernel.reverse_velocity(state.V, g, s.n[t], s, state.buffer,
+                                               state.frac_bits, t)
+
+    def float_aux(self, state):
+        return (_to_float(state.V, 2.0 ** -state.frac_bits),)
+
+    def at_start(self, state):
+        return (np.array_equal(state.W, state.W0) and np.array_equal(state.V, state.V0)
+                and state.buffer.is_empty())
+
+    # ------------------------------------------------------------ float step
+    def float_start(self, problem):
+        """The float64 initial state ``(w0, (v0,))`` of a :class:`~reversible.problem.Problem`."""
+        return problem.w0.copy(), (problem.v0.copy(),)
+
+    def float_hyper(self):
+        """The step's hyperparameters as float64 ``(T, G)`` arrays (momenta as applied)."""
+        return {"alphas": self.schedule.alphas, "betas": self.schedule.betas}
+
+    def raw_hyper(self, problem):
+        """The hyperparameters as the user gave them, by kind."""
+        return {"alphas": problem.alphas, "betas": problem.betas}
+
+    def traced_hyper(self, raw):
+        """:meth:`float_hyper` from raw values that may be autograd boxes (straight-through
+        derivative of the momentum quantisation)."""
+        return {"alphas": raw["alphas"],
+                "betas": straight_through(raw["betas"], effective_beta(getval(raw["betas"])))}
+
+    def float_step(self, hyper, t, w, aux, g):
+        """``v <- beta v - (1 - beta) g``, ``w <- w + alpha v`` (``hyper`` may hold autograd boxes)."""
+        per = self.schedule.traceable_per_element
+        w, v = momentum_step(w, aux[0], g, per(hyper["alphas"][t]), per(hyper["betas"][t]))
+        return w, (v,)
+
+    # --------------------------------------------------------------- adjoint
+    def hyper_shapes(self):
+        shape = (self.schedule.T, self.schedule.G)
+        return {"alphas": shape, "betas": shape}
+
+    def adjoint_step(self, cot, t, w_t, aux_after, derivs, aux_before):
+        """Back-propagate ``cot`` (of the state after step ``t``) through step ``t``.
+
+        ``aux_after`` is ``(v_{t+1},)``; ``derivs(u)`` gives ``(g, H_ww u, H_meta,w u)`` at
+        ``w_t``; ``aux_before(g)`` gives ``(v_t,)`` (the exact pass undoes its step there)::
+
+            d alpha_t = <dw, v_{t+1}>     dv += alpha dw
+            d beta_t  = <dv, v_t + g>     dw -= H_ww (1 - beta) dv    dv *= beta
+        """
+        s = self.schedule
+        alpha = s.per_element(s.alphas[t])
+        beta = s.per_element(s.betas[t])
+        dw, dv = cot.w, cot.aux[0]
+        cot.hyper["alphas"][t] += s.group_sum(dw * aux_after[0])
+        dv += alpha * dw
+        g, hw, hm = derivs((1.0 - beta) * dv)
+        (v_t,) = aux_before(g)
+        cot.hyper["betas"][t] += s.group_sum(dv * (v_t + g))
+        dw -= hw
+        if cot.meta is not None:
+            cot.meta -= hm
+        dv *= beta
+
+    def result(self, cot, keep_initial=True):
+        """The cotangent dict; ``keep_initial=False`` zeroes those of ``w0`` and ``v0``."""
+        zero = np.zeros_like(cot.w)
+        return {"w0": cot.w if keep_initial else zero,
+                "v0": cot.aux[0] if keep_initial else zero.copy(),
+                "alphas": cot.hyper["alphas"], "betas": cot.hyper["betas"], "meta": cot.meta}
+
+
+def momentum_step(w, v, g, alpha, beta):
+    """The float64 momentum update: ``v <- beta v - (1 - beta) g``, ``w <- w + alpha v``."""
+    v = beta * v - (1.0 - beta) * g
+    return w + alpha * v, v
+
+
+def straight_through(values, applied):
+    """``applied`` in value, ``values`` in derivative: how every method sees a quantised factor."""
+    return values + (applied - getval(values))
+
+
+def float_train(rule, grad, w, aux, meta, t_start, t_stop, keep=None):
+    """Float64 training with ``rule`` over steps ``t_start .. t_stop-1``; returns ``(w, aux)``.
+
+    ``keep(t, w, aux)`` sees every state for ``t = t_start .. t_stop``.  A NaN or Inf in a
+    gradient or in the new state raises :class:`NonFiniteError` naming the step, as the
+    exact engine does.
+    """
+    hyper = rule.float_hyper()
+    N = w.size
+    for t in range(t_start, t_stop):
+        if keep is not None:
+            keep(t, w, aux)
+        g = check_vector(grad(w, meta, t), N, "gradient", t)
+        w, aux = rule.float_step(hyper, t, w, aux, g)
+        check_vector(w, N, "weights after the update", t)
+        for name, a in zip(rule.aux_names, aux):
+            check_vector(a, N, f"optimiser state {name} after the update", t)
+    if keep is not None:
+        keep(t_stop, w, aux)
+    return w, aux
+
+
+def float_adjoint_step(rule, cot, grad, vjp, meta, t, w_t, aux_t, aux_next, grad_hvp=None):
+    """:meth:`adjoint_step` of ``rule`` between two stored float states (float methods)."""
+    derivs = Derivatives(grad, vjp, w_t, meta, t, 0 if cot.meta is None else cot.meta.size,
+                         grad_hvp)
+    rule.adjoint_step(cot, t, w_t, aux_next, derivs, lambda g: aux_t)
+
+
+# --------------------------------------------------------- the exact engine loop
 def forward(grad, w0, schedule, meta=None, v0=None, frac_bits=DEFAULT_FRAC_BITS,
             kernel="auto", progress=False):
-    """Train for ``schedule.T`` steps in exact arithmetic; returns a :class:`TrainState`.
+    """Train for ``schedule.T`` steps in exact arithmetic; returns the final state.
 
-    ``grad(w, meta, t)`` must be a pure function of its arguments: the reverse
-    pass calls it again at the same points and checks that it gets back to
-    ``w0`` bit for bit.
+    The update rule is the schedule's (:class:`Schedule`: momentum, with ``v0``
+    the initial velocity).  ``grad(w, meta, t)`` must be a pure function of its
+    arguments: the reverse pass calls it again at the same points and checks
+    that it gets back to ``w0`` bit for bit.
     """
-    frac_bits = check_frac_bits(frac_bits)
+    rule = schedule.rule(kernel)
     w0 = np.ascontiguousarray(w0, dtype=np.float64).ravel()
-    v0 = np.zeros_like(w0) if v0 is None else np.ascontiguousarray(v0, dtype=np.float64).ravel()
-    if v0.shape != w0.shape:
-        raise ValueError(f"v0 has {v0.size} elements but w0 has {w0.size}")
     if schedule.group_index.shape != w0.shape:
         raise ValueError("group_index must name a group for every element of w0")
-    step_fwd = kernels.get(kernel).forward_step
-    W = to_fixed(w0, frac_bits, "initial weights w0")
-    V = to_fixed(v0, frac_bits, "initial velocity v0")
-    buffer = InfoBuffer(w0.size)
-    state = TrainState(W, V, buffer, schedule, frac_bits, W.copy(), V.copy())
+    state = rule.start(w0, v0, frac_bits)
+    return run_forward(rule, state, grad, meta, progress)
+
+
+def run_forward(rule, state, grad, meta=None, progress=False):
+    """The exact forward loop of any update rule from a start ``state``."""
+    schedule, buffer = rule.schedule, state.buffer
+    N = state.W.size
     t_start = time.perf_counter()
-    w = _to_float(state.W, 2.0 ** -frac_bits)
-    for t in _progress(range(schedule.T), schedule.T, progress, "exact forward"):
+    w = _to_float(state.W, 2.0 ** -state.frac_bits)
+    for t in _progress(range(schedule.T), schedule.T, progress, f"exact forward ({rule.name})"):
         g = grad(w, meta, t)
-        g = _check_vector(g, w0.size, "gradient", t)
-        w = np.empty(w0.size)           # the kernel writes float(W) of the new weights here
-        state.W, state.V = step_fwd(state.W, state.V, g, schedule.alphas[t], schedule.n[t],
-                                    schedule, buffer, frac_bits, t, w_out=w)
+        g = check_vector(g, N, "gradient", t)
+        w = rule.exact_forward(state, g, t)     # the new weights as float64
     state.stats.update(
         forward_seconds=time.perf_counter() - t_start,
         buffer_bits=buffer.bits(),
@@ -175,58 +428,60 @@ def forward(grad, w0, schedule, meta=None, v0=None, frac_bits=DEFAULT_FRAC_BITS,
         buffer_bytes=buffer.nbytes(),
         ideal_bits_per_element_step=schedule.ideal_bits_per_element_step(),
     )
-    elem_steps = max(w0.size * schedule.T, 1)
+    elem_steps = max(N * schedule.T, 1)
     state.stats["bits_per_element_step"] = state.stats["buffer_bits"] / elem_steps
     return state
 
 
 def reverse(state, vjp, dw, dv=None, meta=None, meta_size=0, kernel="auto", progress=False,
-            check=True):
+            check=True, grad=None, grad_hvp=None):
     """Run the trajectory backwards from ``state`` while back-propagating ``(dw, dv)``.
 
-    Returns a dict with ``w0``, ``v0`` (cotangents), ``alphas`` and ``betas``
-    (``(T, G)``) and ``meta`` (flat, or None).  ``state`` is consumed: on
-    return it holds the initial point again.  With ``check=True`` (default) a
-    reversal that does not land bit for bit on ``w0``, ``v0`` and an empty
-    buffer raises :class:`ReversibilityError`.
+    Returns the update rule's cotangent dict; for momentum ``w0``, ``v0``,
+    ``alphas`` and ``betas`` (``(T, G)``) and ``meta`` (flat, or None).
+    ``dv`` is the cotangent of the rule's auxiliary state (momentum: ``v_T``;
+    a tuple for rules with several vectors).  ``grad`` is only called by rules
+    whose Hessian-vector product depends on the gradient (Adam); without it
+    the gradient comes from ``vjp``.  ``grad_hvp(w, meta, t, vector)``, if
+    given, does both in one pass: ``(g, H_ww u, H_meta,w u)`` with ``u = vector(g)``.  ``state`` is consumed: on return it
+    holds the initial point again.  With ``check=True`` (default) a reversal
+    that does not land bit for bit on the initial state and an empty buffer
+    raises :class:`ReversibilityError`.
     """
-    sched, frac_bits, buffer = state.schedule, state.frac_bits, state.buffer
-    k = kernels.get(kernel)
+    rule = state.schedule.rule(kernel)
+    sched, frac_bits = state.schedule, state.frac_bits
     N = state.W.size
-    dw = _check_vector(dw, N, "cotangent of w_T", None).copy()
-    dv = np.zeros(N) if dv is None else _check_vector(dv, N, "cotangent of v_T", None).copy()
-    d_alpha = np.zeros((sched.T, sched.G))
-    d_beta = np.zeros((sched.T, sched.G))
-    d_meta = np.zeros(meta_size) if meta_size else None
+    dw = check_vector(dw, N, "cotangent of w_T", None).copy()
+    n_aux = len(rule.aux_names)
+    if dv is None:
+        daux = [np.zeros(N) for _ in range(n_aux)]
+    else:
+        dv = (dv,) if n_aux == 1 else tuple(dv)
+        daux = [np.zeros(N) if d is None else
+                check_vector(d, N, f"cotangent of {name}_T", None).copy()
+                for d, name in zip(dv, rule.aux_names)]
+    cot = Cotangents(rule, dw, daux, meta_size)
     scale = 2.0 ** -frac_bits
-    betas = sched.n / float(BETA_ONE)
-    one_minus_betas = 1.0 - betas
     t_start = time.perf_counter()
-    for t in _progress(range(sched.T - 1, -1, -1), sched.T, progress, "exact reverse"):
-        alpha_e = sched.per_element(sched.alphas[t])
-        n_t = sched.n[t]
-        d_alpha[t] = sched.group_sum(dw * _to_float(state.V, scale))
+    for t in _progress(range(sched.T - 1, -1, -1), sched.T, progress,
+                       f"exact reverse ({rule.name})"):
+        aux_after = rule.float_aux(state)
         with _diverged_at(t):
-            state.W = k.reverse_position(state.W, state.V, sched.alphas[t], sched, frac_bits, t)
-        dv += alpha_e * dw
-        # (1 - beta) is per element: it scales the cotangent before the Hessian product
-        g, hw, hm = vjp(_to_float(state.W, scale), meta, t,
-                        sched.per_element(one_minus_betas[t]) * dv)
-        g = _check_vector(g, N, "gradient", t)
-        hw = _check_vector(hw, N, "Hessian-vector product", t)
-        with _diverged_at(t):
-            state.V = k.reverse_velocity(state.V, g, n_t, sched, buffer, frac_bits, t)
-        d_beta[t] = sched.group_sum(dv * (_to_float(state.V, scale) + g))
-        dw -= hw
-        if d_meta is not None:
-            d_meta -= _check_vector(hm, meta_size, "mixed Hessian-vector product", t)
-        dv *= sched.per_element(betas[t])
-    exact = (np.array_equal(state.W, state.W0) and np.array_equal(state.V, state.V0)
-             and buffer.is_empty())
+            rule.exact_undo_position(state, t)
+        w_t = _to_float(state.W, scale)
+
+        def aux_before(g, t=t):
+            with _diverged_at(t):
+                rule.exact_undo_aux(state, g, t)
+            return rule.float_aux(state)
+
+        derivs = Derivatives(grad, vjp, w_t, meta, t, meta_size, grad_hvp)
+        rule.adjoint_step(cot, t, w_t, aux_after, derivs, aux_before)
+    exact = rule.at_start(state)
     state.stats.update(reverse_seconds=time.perf_counter() - t_start, reversed_exactly=exact)
     if check and not exact:
         _raise_not_reversed(state)
-    return {"w0": dw, "v0": dv, "alphas": d_alpha, "betas": d_beta, "meta": d_meta}
+    return rule.result(cot)
 
 
 _NOT_DETERMINISTIC = ("The training loss must be a deterministic function of (w, meta, t): draw "
@@ -236,7 +491,8 @@ _NOT_DETERMINISTIC = ("The training loss must be a deterministic function of (w,
 
 @contextlib.contextmanager
 def _diverged_at(t):
-    """In the reverse pass, overflow or an empty buffer can only mean the trajectory diverged."""
+    """In the reverse pass, overflow, an empty buffer or a non-finite recomputed increment (the
+    gradient itself is checked outside) can only mean the trajectory diverged."""
     try:
         yield
     except BufferUnderflowError as err:
@@ -246,15 +502,16 @@ def _diverged_at(t):
         raise ReversibilityError(f"reverse pass diverged from the forward trajectory at step {t} "
                                  f"(a value left the fixed-point range it stayed in going forward: "
                                  f"{err}). {_NOT_DETERMINISTIC}") from err
+    except NonFiniteError as err:
+        raise ReversibilityError(f"reverse pass diverged from the forward trajectory at step {t} "
+                                 f"(a recomputed value is not finite: {err}). "
+                                 f"{_NOT_DETERMINISTIC}") from err
 
 
 def _raise_not_reversed(state):
-    dw_bits = int(np.count_nonzero(state.W != state.W0))
-    dv_bits = int(np.count_nonzero(state.V != state.V0))
     raise ReversibilityError(
-        f"the reverse pass did not return to the starting point bit for bit: {dw_bits} weights "
-        f"and {dv_bits} velocities differ, buffer empty: {state.buffer.is_empty()}. "
-        + _NOT_DETERMINISTIC)
+        f"the reverse pass did not return to the starting point bit for bit: {state.mismatch()}, "
+        f"buffer empty: {state.buffer.is_empty()}. " + _NOT_DETERMINISTIC)
 
 
 def _to_float(X, scale):
@@ -265,12 +522,14 @@ def _to_float(X, scale):
 def _all_finite(x):
     """Whether ``x`` has no NaN / Inf.  A finite sum proves it (NaN and Inf propagate through
     a sum); only when the sum is not finite (or x is small) is the elementwise test run."""
-    if x.size > 4096 and np.isfinite(np.add.reduce(x)):
-        return True
+    if x.size > 4096:
+        with np.errstate(over="ignore", invalid="ignore"):
+            if np.isfinite(np.add.reduce(x)):
+                return True
     return bool(np.isfinite(x).all())
 
 
-def _check_vector(x, size, what, step):
+def check_vector(x, size, what, step):
     x = np.asarray(x, dtype=np.float64)
     if x.size != size:
         where = f" at step {step}" if step is not None else ""

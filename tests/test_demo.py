@@ -21,7 +21,7 @@ def test_demo_quick(tmp_path, capsys):
     assert abs(summary["bits_per_element_step"] / summary["ideal_bits_per_element_step"] - 1) < 0.05
     assert (tmp_path / "learned_schedules.png").stat().st_size > 1000
     assert summary["final_validation_loss"] < summary["meta"]["objectives"][0]
-    assert not list(tmp_path.glob("*.tmp"))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["demo.json", "learned_schedules.png"]
 
 
 def test_build_problem_matches_the_documented_starting_point():

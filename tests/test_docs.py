@@ -206,10 +206,7 @@ def test_block_parser_rejects_unknown_requirement(tmp_path):
 
 
 def test_result_tables_match_their_json():
-    spec = importlib.util.spec_from_file_location("doc_tables", ROOT / "docs" / "tables.py")
-    tables = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tables)
-    stale = tables.stale_pages(ROOT)
+    stale = _tables_module().stale_pages(ROOT)
     assert not stale, f"regenerate with `python docs/tables.py`: {stale}"
 
 
@@ -259,3 +256,29 @@ def test_documented_commands_name_real_modules_and_options():
             problems += [f"{path.name}: {pkg}.{mod} has no option {opt}" for opt in options
                          if f'"{opt}"' not in known and opt != "--help"]
     assert not problems, "\n".join(problems)
+
+
+def _tables_module():
+    spec = importlib.util.spec_from_file_location("doc_tables", ROOT / "docs" / "tables.py")
+    tables = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tables)
+    return tables
+
+
+def test_table_generator_rewrites_only_marked_regions(tmp_path):
+    tables = _tables_module()
+    (tmp_path / "speed.json").write_text(
+        '{"columns": ["method", "seconds"], "rows": [["exact", "1.5"], ["a|b", "2"]], "source": "a run"}')
+    page = "intro\n<!-- table: speed -->\nold numbers\n<!-- end table -->\n| kept | table |\n"
+    assert tables.regenerate(page, tmp_path) == (
+        "intro\n<!-- table: speed -->\n| method | seconds |\n| --- | --- |\n| exact | 1.5 |\n"
+        "| a\\|b | 2 |\n\n<sub>Source: a run</sub>\n<!-- end table -->\n| kept | table |\n")
+
+
+def test_table_generator_refuses_missing_or_malformed_json(tmp_path):
+    tables = _tables_module()
+    with pytest.raises(FileNotFoundError, match="no .*nothing.json"):
+        tables.regenerate("<!-- table: nothing -->\n<!-- end table -->\n", tmp_path)
+    (tmp_path / "ragged.json").write_text('{"columns": ["a", "b"], "rows": [["1"]]}')
+    with pytest.raises(ValueError, match="1 cells for 2 columns"):
+        tables.render("ragged", tmp_path)

@@ -181,6 +181,8 @@ def test_error_keys_decode_to_step_and_class():
     assert isinstance(e, FixedPointOverflowError) and "step 7" in str(e)
     assert isinstance(engine.error_from_key(k(5, 2), 10, "reverse", F), BufferUnderflowError)
     assert isinstance(engine.error_from_key(k(5, 3), 10, "reverse", F), ReversibilityError)
+    e = engine.error_from_key(k(5, 10), 10, "reverse", F)    # velocity beyond int64 undoing beta
+    assert isinstance(e, FixedPointOverflowError) and "step 7" in str(e) and "undoing" in str(e)
 
 
 # ------------------------------------------------------------------ kernels on the CPU
@@ -251,3 +253,16 @@ def test_emulated_mlp_training_matches_the_cpu_engine(emu):
 
 def test_emulated_division_routine_matches_numpy(emu):
     assert selfcheck.check_division(emu)
+
+
+def test_emulated_reverse_refuses_a_velocity_beyond_int64(emu):
+    """Undoing a multiply on a state training never produced (here: overwritten velocities and
+    heads) can ask for a velocity outside int64: flagged like the NumPy specification does, and
+    reported by the front end as a reverse pass that diverged."""
+    N, T = 16, 4
+    run = rgpu.sgd(lambda w, m, t: w, np.linspace(-1, 1, N), [0.1] * T, [2.0 ** -30] * T,
+                   vjp=lambda w, m, t, u: (w, u, None), backend=emu, frac_bits=40)
+    run._engine.V[:] = 1 << 62
+    run._engine.head[:] = np.uint64(1 << 60)
+    with pytest.raises(ReversibilityError, match="diverged.*undoing a multiply by beta"):
+        run.hypergrad(np.ones(N))

@@ -102,3 +102,14 @@ def test_coinciding_groups_join_equal_curves_in_order():
                                   "identity": [0.0, 1e-3, 0.0], "short": [1.0, 1.0]})
     assert groups == [["exact", "unrolled", "forward"], ["drmad"], ["identity"], ["short"]]
     assert C.coinciding_groups({"a": [1.0], "b": [1.1]}, rtol=0.2) == [["a", "b"]]
+
+
+def test_table_json_file_round_trips(tmp_path):
+    table = C.compare(lambda h, m: anp.sum(h * {"a": 1.0, "b": -2.0}[m]), np.ones(2), ["a", "b"],
+                      reference="a", memory=False, warmup=False)
+    path = tmp_path / "table.json"
+    text = table.to_json(path)
+    assert path.read_text() == text
+    saved = json.loads(text)
+    assert saved["rows"][1]["cosine"] == pytest.approx(-1.0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table.json"]

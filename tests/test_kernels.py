@@ -510,3 +510,43 @@ def test_concurrent_calls_from_threads_stay_bit_identical(monkeypatch):
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         for r in pool.map(lambda _: run(NB), range(4)):
             assert_same(r, ref)
+
+
+def test_parallel_loops_have_their_own_cache_entries():
+    """numba keys its disk cache by qualified name, not by options: the parallel compilation of
+    each loop must have its own name, or a process would load the serial code from the cache."""
+    for name, par in numba_kernels._PARALLEL.items():
+        ser = numba_kernels._SERIAL[name]
+        assert par.targetoptions.get("parallel") and not ser.targetoptions.get("parallel")
+        assert par.py_func.__qualname__ != ser.py_func.__qualname__
+        assert par.py_func.__code__ is ser.py_func.__code__          # one body
+
+
+@pytest.mark.parametrize("compiles", [True, False])
+def test_warm_up_notice_only_when_numba_compiles(compiles, monkeypatch, capsys):
+    """The stderr line appears when the kernel reports a compilation taking time, and never for
+    a cache load, however slow."""
+    import time
+    import types
+    fake = types.SimpleNamespace(name=f"fake_{compiles}", compiling=lambda: compiles)
+    monkeypatch.setitem(kernels._REGISTRY, fake.name, lambda: fake)
+    monkeypatch.setattr(kernels, "_WARM_NOTICE_AFTER_S", 0.0)
+    monkeypatch.setattr(kernels, "_exercise", lambda kernel: time.sleep(0.6))
+    monkeypatch.setattr(kernels, "_WARM", {})
+    assert kernels.warm_up(fake.name) >= 0.6
+    err = capsys.readouterr().err
+    assert err == ("compiling the exact kernel (once, cached) ...\n" if compiles else "")
+
+
+def test_thread_choice_probes_both_ways_then_follows_the_faster():
+    choice = numba_kernels._ThreadChoice()
+    P, R = numba_kernels.PROBES, numba_kernels.REPROBE
+    probes = [choice.parallel_next() for _ in range(2 * P)]
+    assert probes == [(k % 2 == 1, True) for k in range(2 * P)]
+    for parallel, _ in probes:
+        choice.record(parallel, 1.0 if parallel else 2.0)
+    assert choice.parallel_next() == (True, False)
+    choice.times = ([1.0] * P, [3.0] * P)
+    assert choice.parallel_next() == (False, False)
+    choice.calls = R                     # the next probe
+    assert choice.parallel_next() == (False, True)

@@ -269,3 +269,93 @@ def test_ift_methods_are_blind_to_optimiser_hyperparameters(method):
     reversible.sgd(loss, hyp["w0"], hyp["alphas"], hyp["betas"], hyp["meta"], method=method,
                    stats=stats)
     assert set(stats["blind_to"]) == {"w0", "v0", "alphas", "betas"}
+
+
+# ---------------------------------------------------------------- the same methods for Adam
+ADAM_KINDS = ("w0", "alphas", "beta1s", "beta2s", "eps", "weight_decay", "meta")
+
+
+def make_adam_problem(seed=0, T=12):
+    loss, hyp = make_problem(seed=seed, T=T, groups=True)
+    rng = np.random.default_rng(seed + 1)
+    adam_hyp = {"w0": hyp["w0"], "alphas": 0.02 + 0.01 * rng.random((T, 2)),
+                "beta1s": 0.8 + 0.1 * rng.random((T, 2)), "beta2s": 0.99 + 0.005 * rng.random((T, 2)),
+                "eps": np.array([1e-3, 3e-3]), "weight_decay": 0.05 + 0.05 * rng.random((T, 2)),
+                "meta": hyp["meta"]}
+    return loss, adam_hyp
+
+
+def adam_hypergrads(loss, hyp, method, kinds=ADAM_KINDS, **options):
+    def f(h):
+        a = dict(hyp, **h)
+        w = reversible.adam(loss, a["w0"], a["alphas"], a["beta1s"], a["beta2s"], a["meta"],
+                            eps=a["eps"], weight_decay=a["weight_decay"], method=method, **options)
+        flat_w = anp.concatenate(w)
+        return anp.sum(flat_w ** 2) + anp.sum(flat_w)
+
+    return grad(f)({k: hyp[k] for k in kinds})
+
+
+@pytest.mark.parametrize("method, options", [("checkpointed", {}), ("checkpointed", {"segment": 5}),
+                                             ("truncated", {"K": 12})])
+def test_adam_float_methods_equal_unrolled(method, options):
+    loss, hyp = make_adam_problem()
+    assert_same(adam_hypergrads(loss, hyp, method, **options), adam_hypergrads(loss, hyp, "unrolled"),
+                rtol=1e-11, atol=1e-13, kinds=ADAM_KINDS)
+
+
+def test_adam_forward_mode_equals_unrolled():
+    loss, hyp = make_adam_problem(T=6)
+    assert_same(adam_hypergrads(loss, hyp, "forward"), adam_hypergrads(loss, hyp, "unrolled"),
+                rtol=1e-9, atol=1e-12, kinds=ADAM_KINDS)
+
+
+def test_adam_truncated_equals_backprop_of_the_last_K_steps():
+    """Truncation holds the state at T - K constant; the bias corrections of the last K
+    steps still depend on every earlier beta, and their share is kept."""
+    from autograd.tracer import getval
+
+    from reversible.adam_rule import AdamSchedule
+    T, K = 12, 4
+    loss, hyp = make_adam_problem(T=T)
+    w0 = np.concatenate(hyp["w0"])
+    gi = np.repeat([0, 1], [4, 2])
+    rule = AdamSchedule.build(hyp["alphas"], hyp["beta1s"], hyp["beta2s"], gi, 2, hyp["eps"],
+                              hyp["weight_decay"]).rule()
+    flat_loss = lambda w, m, t: loss([w[:4], w[4:]], m, t)  # noqa: E731
+    dloss = grad(flat_loss, 0)
+
+    def objective(h):
+        hyper = rule.traced_hyper(h)
+        w, aux = w0, (np.zeros(6), np.zeros(6))
+        for t in range(T):
+            if t == T - K:                       # truncation: the state is a constant here
+                w, aux = getval(w), tuple(getval(a) for a in aux)
+            w, aux = rule.float_step(hyper, t, w, aux, dloss(w, hyp["meta"], t))
+        return anp.sum(w ** 2) + anp.sum(w)
+
+    raw = {k: hyp[k] for k in rule.hyper_kinds}
+    ref = grad(objective)(raw)
+    got = adam_hypergrads(loss, hyp, "truncated", kinds=rule.hyper_kinds, K=K)
+    for k in rule.hyper_kinds:
+        np.testing.assert_allclose(got[k], ref[k], rtol=1e-10, atol=1e-14, err_msg=k)
+    assert not np.any(got["alphas"][:T - K]) and np.all(got["beta1s"][:T - K] != 0)
+
+
+def test_adam_drmad_follows_the_line_with_interpolated_moments():
+    loss, hyp = make_adam_problem()
+    got = adam_hypergrads(loss, hyp, "drmad")
+    ref = adam_hypergrads(loss, hyp, "exact")
+    for k in ADAM_KINDS:
+        assert np.all(np.isfinite(flat(got[k]))), k
+    rel = np.linalg.norm(flat(got["alphas"]) - flat(ref["alphas"])) / np.linalg.norm(flat(ref["alphas"]))
+    assert rel > 1e-4                 # an approximation: not the exact hypergradient
+    with pytest.raises(ValueError, match="velocity='path' needs a momentum velocity"):
+        adam_hypergrads(loss, hyp, "drmad", velocity="path")
+
+
+@pytest.mark.parametrize("method", ["cg", "neumann", "identity", "drmad_hybrid"])
+def test_methods_without_adam_support_say_so(method):
+    loss, hyp = make_adam_problem(T=3)
+    with pytest.raises(ValueError, match="does not support Adam"):
+        adam_hypergrads(loss, hyp, method)

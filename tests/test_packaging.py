@@ -100,7 +100,9 @@ def test_import_checker_sees_third_party_imports_only(tmp_path):
 
 def test_every_subpackage_is_listed():
     cfg = _config()
-    listed = _names(cfg["options"]["packages"])
+    entries = cfg["options"]["packages"].split()
+    assert len(entries) == len(set(entries)), f"a package is listed twice: {entries}"
+    listed = set(entries)
     on_disk = {".".join(p.parent.relative_to(ROOT).parts) for p in (ROOT / "reversible").rglob("__init__.py")
                if "__pycache__" not in p.parts}
     assert on_disk <= listed, f"packages missing from setup.cfg [options] packages: {on_disk - listed}"
@@ -190,9 +192,54 @@ def test_wheel_name_and_contents(tmp_path):
         info = f"reversible_learning-{VERSION}.dist-info"
         assert f"{info}/licenses/LICENSE" in names or f"{info}/LICENSE" in names
         assert {"reversible/__init__.py", "reversible/gpu/__init__.py", "reversible/gpu/engine.py",
-                "reversible/methods/__init__.py"} <= names
+                "reversible/methods/__init__.py", "reversible/torch/__init__.py"} <= names
         assert not any(n.startswith(("tests/", "experiments/", "figures/", "benchmarks/")) for n in names)
         metadata = z.read(f"{info}/METADATA").decode()
         assert "Name: reversible-learning" in metadata and f"Version: {VERSION}" in metadata
         assert 'Requires-Dist: torch>=2.3; extra == "torch"' in metadata
         assert "reversible = reversible.cli:main" in z.read(f"{info}/entry_points.txt").decode()
+
+
+_BLOCKED_IMPORTS = '''
+import sys
+class _Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("cupy", "torch", "dask", "distributed"):
+            raise ImportError(f"No module named {name!r} (blocked by the test)")
+        return None
+sys.meta_path.insert(0, _Blocked())
+sys.path.insert(0, "tests")
+'''
+
+
+def _run_without_optional(code):
+    return subprocess.run([sys.executable, "-c", _BLOCKED_IMPORTS + code], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_missing_optional_dependencies_name_their_extra():
+    code = '''
+import contextlib, io
+from _gpu_import import load_gpu
+selfcheck = __import__("importlib").import_module(load_gpu().__name__ + ".selfcheck")
+err = io.StringIO()
+with contextlib.redirect_stderr(err):
+    status = selfcheck.main()
+print("gpu", status, err.getvalue().strip())
+try:
+    import reversible.torch
+except ImportError as e:
+    print("torch", e)
+from reversible.sweep import open_client
+try:
+    with open_client(None, n_workers=1):
+        pass
+except ImportError as e:
+    print("sweep", e)
+'''
+    out = _run_without_optional(code)
+    assert out.returncode == 0, out.stderr
+    lines = {line.split(" ", 1)[0]: line for line in out.stdout.splitlines()}
+    assert lines["gpu"].startswith("gpu 2 ") and "reversible-learning[gpu]" in lines["gpu"]
+    assert "reversible-learning[torch]" in lines["torch"]
+    assert "reversible-learning[sweep]" in lines["sweep"]

@@ -339,8 +339,8 @@ AL, BE = torch.full((4,), 0.1, dtype=F64), torch.full((4,), 0.5, dtype=F64)
     (lambda: rt.sgd(_ok_loss, W0, AL, BE, segment=2), ValueError, "does not take option"),
     (lambda: rt.sgd(_ok_loss, W0, AL, BE, method="unrolled", K=2), ValueError,
      "does not take option"),
-    (lambda: rt.sgd(_ok_loss, W0, AL, BE, torch.ones(1), method="forward"), ValueError,
-     "mixed Jacobian-vector"),
+    (lambda: rt.sgd(_ok_loss, W0, AL, BE, method="forward"), ValueError,
+     "differentiates the training loop with autograd"),
     (lambda: rt.sgd(_ok_loss, W0, AL, BE, hvp="sideways"), ValueError, "hvp must be one of"),
     (lambda: rt.sgd(lambda w, m, t: w ** 2, W0, AL, BE), ValueError, "must return a scalar"),
     (lambda: rt.sgd(lambda w, m, t: 1.0, W0, AL, BE), TypeError, "must return a torch tensor"),
@@ -372,7 +372,7 @@ def test_loss_that_changes_between_forward_and_reverse_fails_the_reversal_loudly
 
     alphas = torch.full((6,), 0.1, dtype=F64, requires_grad=True)
     wT = rt.sgd(drifting, torch.ones(3, dtype=F64), alphas, torch.full((6,), 0.5, dtype=F64))
-    with pytest.raises(ReversibilityError, match="use_deterministic_algorithms"):
+    with pytest.raises(ReversibilityError, match="did not return|diverged"):
         torch.autograd.grad(wT.sum(), alphas)
 
 
@@ -452,31 +452,54 @@ def test_cuda_path_refuses_cpu_only_methods_and_names_nondeterminism(emulated):
     alphas = torch.full((6,), 0.1, dtype=F64, requires_grad=True)
     wT = rt.sgd(drifting, torch.ones(3, dtype=F64), alphas, torch.full((6,), 0.5, dtype=F64),
                 gpu_backend=emulated)
-    with pytest.raises(ReversibilityError, match="bit for bit.*use_deterministic_algorithms"):
+    with pytest.raises(ReversibilityError, match="(did not return|diverged).*from the step index t"):
         torch.autograd.grad(wT.sum(), alphas)
 
 
-def test_determinism_advice_names_the_cuda_settings(monkeypatch):
-    from reversible.torch import determinism
+@pytest.fixture
+def nondeterministic_settings(monkeypatch):
+    """PyTorch's defaults (nothing forced deterministic), restored afterwards."""
+    before = (torch.are_deterministic_algorithms_enabled(), torch.backends.cudnn.deterministic,
+              torch.backends.cudnn.benchmark)
     monkeypatch.delenv("CUBLAS_WORKSPACE_CONFIG", raising=False)
+    torch.use_deterministic_algorithms(False)
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = False, True
+    yield
+    torch.use_deterministic_algorithms(before[0])
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = before[1:]
+
+
+def test_determinism_advice_names_the_missing_settings(nondeterministic_settings):
+    from reversible.torch import determinism
     text = determinism.settings_advice(torch.device("cuda"))
-    for setting in ("torch.use_deterministic_algorithms(True)", "cudnn.benchmark = False",
-                    "CUBLAS_WORKSPACE_CONFIG=:4096:8", "from the step index t"):
-        if setting == "cudnn.benchmark = False" and not torch.backends.cudnn.benchmark:
-            continue
+    for setting in ("torch.use_deterministic_algorithms(True)", "cudnn.deterministic = True",
+                    "cudnn.benchmark = False", "CUBLAS_WORKSPACE_CONFIG=:4096:8",
+                    "from the step index t"):
         assert setting in text
-    assert "cudnn" not in determinism.settings_advice(torch.device("cpu"))
+    cpu = determinism.settings_advice(torch.device("cpu"))
+    assert "use_deterministic_algorithms(True)" in cpu and "cudnn" not in cpu
+    torch.use_deterministic_algorithms(True)
+    assert determinism.settings_advice(torch.device("cpu")).startswith(
+        "the deterministic-algorithm settings are already on")
 
 
-def test_forward_mode_method_without_meta_matches_exact():
-    def loss(w, meta, t):
-        return ((w - 0.2 * t) ** 4).sum() + (w ** 2).sum()
+def test_hvp_whose_own_gradient_differs_is_caught_and_the_plain_gradient_used(monkeypatch):
+    """If a mode's taped gradient differs in its last bits, the reversal must not use it."""
+    from reversible.torch.derivatives import LossDerivatives
+    original = LossDerivatives._vjp_double
 
-    w0 = torch.tensor([0.3, -0.4, 0.5], dtype=F64, requires_grad=True)
-    alphas = torch.full((6,), 0.05, dtype=F64, requires_grad=True)
-    betas = torch.full((6,), 0.7, dtype=F64, requires_grad=True)
-    grads = {}
-    for method in ("forward", "exact"):
-        wT = rt.sgd(loss, w0, alphas, betas, method=method)
-        grads[method] = torch.autograd.grad((wT ** 2).sum(), [w0, alphas, betas])
-    assert rel(grads["forward"], grads["exact"]) < 1e-12
+    def off_by_an_ulp(self, w, meta, t, u):
+        g, hw, hm = original(self, w, meta, t, u)
+        return torch.nextafter(g, torch.full_like(g, float("inf"))), hw, hm
+
+    monkeypatch.setattr(LossDerivatives, "_vjp_double", off_by_an_ulp)
+    alphas = torch.full((6,), 0.1, dtype=F64, requires_grad=True)
+    stats = {}
+    wT = rt.sgd(lambda w, m, t: ((w - 0.1 * t) ** 4).sum(), torch.ones(4, dtype=F64), alphas,
+                torch.full((6,), 0.7, dtype=F64), hvp="double", stats=stats)
+    got = torch.autograd.grad(wT.sum(), alphas)[0]
+    assert stats["reversed_exactly"] is True and "separate" in stats["hvp_gradient"]
+    monkeypatch.setattr(LossDerivatives, "_vjp_double", original)
+    ref = rt.sgd(lambda w, m, t: ((w - 0.1 * t) ** 4).sum(), torch.ones(4, dtype=F64), alphas,
+                 torch.full((6,), 0.7, dtype=F64), method="unrolled")
+    assert rel([got], [torch.autograd.grad(ref.sum(), alphas)[0]]) < 1e-12

@@ -15,6 +15,10 @@ with the learning rate, momentum and minibatch of the nearest forward step;
 the hypergradient of each reverse step's ``alpha`` and ``beta`` is spread
 evenly over the forward steps nearest to it.
 
+For Adam (any rule whose state is not a velocity) the optimiser state
+``(m, s)`` is interpolated between its initial and final values
+(``velocity="interpolate"``, the default there; ``"path"`` is refused).
+
 ``drmad_hybrid`` (the "DrMAD2" variant) reverses the last ``K`` steps along
 the true path with the exact engine, then follows the straight line from
 ``w_{T-K}`` back to ``w_0``.  ``K = T`` is ``exact``; ``K = 0`` is ``drmad``.
@@ -27,7 +31,7 @@ import numpy as np
 from .. import trajectory
 from ..fixedpoint import to_float
 from . import register
-from .checkpointed import Adjoint, train_float
+from .checkpointed import Adjoint, positive_int, problem_rule, train_float
 from .truncated import resolve_K
 
 
@@ -42,58 +46,70 @@ def _blocks(n, S):
     return [np.flatnonzero(owner == s) for s in range(S)]
 
 
-def reverse_line(problem, adj, w_a, v_a, w_b, v_b, t_a, t_b, steps=None, velocity="path"):
+def _velocity(rule, velocity):
+    has_velocity = rule.aux_names == ("v",)
+    if velocity is None:
+        return "path" if has_velocity else "interpolate"
+    if velocity not in ("path", "interpolate"):
+        raise ValueError(f"drmad: velocity must be 'path' or 'interpolate'; got {velocity!r}")
+    if velocity == "path" and not has_velocity:
+        raise ValueError(f"drmad: velocity='path' needs a momentum velocity; the {rule.name} rule "
+                         "has none: use velocity='interpolate'")
+    return velocity
+
+
+def reverse_line(problem, adj, w_a, aux_a, w_b, aux_b, t_a, t_b, steps=None, velocity=None):
     """Back-propagate ``adj`` through forward steps ``t_a .. t_b-1`` along the line ``w_a -> w_b``.
 
-    ``adj`` holds the cotangents of ``(w_b, v_b)``; on return it holds those
-    of ``(w_a, v_a)``, with the schedule rows of steps ``t_a .. t_b-1`` filled.
+    ``adj`` holds the cotangents of ``(w_b, aux_b)``; on return it holds those
+    of ``(w_a, aux_a)``, with the schedule rows of steps ``t_a .. t_b-1`` filled.
     """
     n = t_b - t_a
+    velocity = _velocity(adj.rule, velocity)
     if n == 0:
         return adj
-    S = n if steps is None else int(steps)
+    S = n if steps is None else positive_int(steps, "drmad: reverse_steps")
     if not 1 <= S <= n:
         raise ValueError(f"drmad: reverse_steps must be between 1 and the {n} forward steps it "
                          f"replaces; got {steps}")
-    if velocity not in ("path", "interpolate"):
-        raise ValueError(f"drmad: velocity must be 'path' or 'interpolate'; got {velocity!r}")
     delta = w_b - w_a
     blocks = _blocks(n, S)
 
-    def v_at(s):
-        """Velocity after ``s`` reverse-grid steps (``s = 0`` is ``v_a``)."""
-        interp = v_a + (s / S) * (v_b - v_a)
+    def aux_at(s):
+        """Optimiser state after ``s`` reverse-grid steps (``s = 0`` is ``aux_a``)."""
+        interp = tuple(a + (s / S) * (b - a) for a, b in zip(aux_a, aux_b))
         if s == 0 or velocity == "interpolate":
             return interp
         alpha = problem.per_element(problem.alphas[t_a + _nearest_forward(s - 1, n, S)])
         with np.errstate(divide="ignore", invalid="ignore"):
             path = delta / (S * alpha)
-        return np.where(alpha != 0, path, interp)
+        return (np.where(alpha != 0, path, interp[0]),)
 
-    v_next = v_at(S)
+    aux_next = aux_at(S)
     for s in range(S - 1, -1, -1):
         t = t_a + _nearest_forward(s, n, S)
         w_s = w_a + (s / S) * delta
-        v_s = v_at(s)
-        d_alpha, d_beta = adj.step(t, w_s, v_s, v_next)
-        rows = t_a + blocks[s]
-        adj.alphas[rows] += d_alpha / rows.size
-        adj.betas[rows] += d_beta / rows.size
-        v_next = v_s
+        aux_s = aux_at(s)
+        adj.step_spread(t, t_a + blocks[s], w_s, aux_s, aux_next)
+        aux_next = aux_s
     return adj
 
 
 @register("drmad")
-def run_drmad(problem, stats, reverse_steps=None, velocity="path"):
+def run_drmad(problem, stats, reverse_steps=None, velocity=None):
     """DrMAD: float training, reverse pass along the straight line from w_0 to w_T."""
-    w_T, v_T = train_float(problem)
+    rule = problem_rule(problem)
+    velocity = _velocity(rule, velocity)
+    if reverse_steps is not None:
+        positive_int(reverse_steps, "drmad: reverse_steps")
+    w0, aux0 = rule.float_start(problem)
+    w_T, aux_T = train_float(problem, rule=rule)
     stats.update(reverse_steps=problem.T if reverse_steps is None else int(reverse_steps),
                  velocity=velocity)
 
     def backward(dw):
-        adj = Adjoint(problem, dw)
-        reverse_line(problem, adj, problem.w0, problem.v0, w_T, v_T, 0, problem.T,
-                     reverse_steps, velocity)
+        adj = Adjoint(problem, dw, rule=rule)
+        reverse_line(problem, adj, w0, aux0, w_T, aux_T, 0, problem.T, reverse_steps, velocity)
         return adj.result()
 
     return w_T, backward
@@ -104,15 +120,20 @@ def _shifted(fun, offset):
 
 
 @register("drmad_hybrid")
-def run_drmad_hybrid(problem, stats, K=None, reverse_steps=None, velocity="path", check=True):
+def run_drmad_hybrid(problem, stats, K=None, reverse_steps=None, velocity=None, check=True):
     """Exact reversal of the last K steps, then DrMAD's straight line from w_{T-K} to w_0."""
     T = problem.T
     K = resolve_K(K, T, "drmad_hybrid")
+    rule = problem_rule(problem)
+    if rule.name != "momentum":
+        raise ValueError(f"drmad_hybrid supports SGD with momentum only, not {rule.name}; "
+                         "use method='drmad' or 'exact'")
     if K == 0:
         stats.update(K=0)
         return run_drmad(problem, stats, reverse_steps, velocity)
+    velocity = _velocity(rule, velocity)
     start = T - K
-    w_mid, v_mid = train_float(problem, 0, start)
+    w_mid, (v_mid,) = train_float(problem, 0, start, rule=rule)
     schedule = trajectory.Schedule.build(problem.alphas[start:], problem.betas[start:],
                                          problem.group_index, problem.G)
     state = trajectory.forward(_shifted(problem.grad, start), w_mid, schedule, problem.meta,
@@ -125,9 +146,10 @@ def run_drmad_hybrid(problem, stats, K=None, reverse_steps=None, velocity="path"
         st = state.copy()
         out = trajectory.reverse(st, _shifted(problem.vjp, start), dw, None, problem.meta,
                                  problem.meta_size, problem.kernel, problem.progress, check=check)
-        adj = Adjoint(problem, out["w0"], out["v0"], out["meta"])
-        adj.alphas[start:], adj.betas[start:] = out["alphas"], out["betas"]
-        reverse_line(problem, adj, problem.w0, problem.v0, w_mid, v_mid, 0, start,
+        adj = Adjoint(problem, out["w0"], [out["v0"]], out["meta"], rule=rule)
+        adj.cot.hyper["alphas"][start:] = out["alphas"]
+        adj.cot.hyper["betas"][start:] = out["betas"]
+        reverse_line(problem, adj, problem.w0, (problem.v0,), w_mid, (v_mid,), 0, start,
                      reverse_steps, velocity)
         return adj.result()
 

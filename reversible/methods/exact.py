@@ -1,4 +1,5 @@
-"""``method="exact"``: reversible training in fixed point (Maclaurin et al. 2015)."""
+"""``method="exact"``: reversible training in fixed point (Maclaurin et al. 2015), for any
+update rule (SGD with momentum, Adam)."""
 
 from .. import trajectory
 from . import register
@@ -14,7 +15,9 @@ def run_exact(problem, stats, check=True):
     def backward(dw):
         st = state.copy()          # keep the forward state: the VJP may be asked again
         out = trajectory.reverse(st, problem.vjp, dw, None, problem.meta, problem.meta_size,
-                                 problem.kernel, problem.progress, check=check)
+                                 problem.kernel, problem.progress, check=check,
+                                 grad=problem.grad,
+                                 grad_hvp=getattr(problem, "grad_then_hvp", None))
         stats.update(reverse_seconds=st.stats["reverse_seconds"],
                      reversed_exactly=st.stats["reversed_exactly"])
         return out

@@ -20,7 +20,7 @@ stationary point does not depend on them, so their cotangents are zeros.
 import numpy as np
 
 from . import register
-from .checkpointed import train_float
+from .checkpointed import positive_int, train_float
 
 BLIND = ("w0", "v0", "alphas", "betas")
 
@@ -70,8 +70,21 @@ def cg_solve(hvp, b, iterations, damping=0.0, tol=0.0):
     return x, info
 
 
+def finite_number(value, name, minimum=None, strictly=False):
+    """``value`` as a float, refusing NaN, Inf and values below ``minimum``."""
+    try:
+        x = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a real number; got {value!r}") from None
+    low = minimum is not None and (x <= minimum if strictly else x < minimum)
+    if not np.isfinite(x) or low:
+        bound = "" if minimum is None else f" {'>' if strictly else '>='} {minimum}"
+        raise ValueError(f"{name} must be a finite number{bound}; got {value!r}")
+    return x
+
+
 def _steps(problem, at_steps):
-    k = int(at_steps)
+    k = positive_int(at_steps, "at_steps")
     if not 1 <= k <= problem.T:
         raise ValueError(f"at_steps must be between 1 and T={problem.T}; got {at_steps}")
     return list(range(problem.T - k, problem.T))
@@ -102,18 +115,23 @@ def _ift_run(problem, stats, solve, at_steps):
 @register("neumann", blind_to=BLIND)
 def run_neumann(problem, stats, terms=20, step=None, at_steps=1):
     """IFT hypergradient with a truncated Neumann series (step defaults to the last alphas)."""
-    if int(terms) < 0:
-        raise ValueError(f"neumann: terms must be >= 0; got {terms}")
-    step = problem.per_element(problem.alphas[-1]) if step is None else np.asarray(step, float)
-    stats.update(terms=int(terms))
+    terms = positive_int(terms, "neumann: terms", minimum=0)
+    if step is None:
+        step = problem.per_element(problem.alphas[-1])
+    else:
+        step = np.asarray(step, dtype=np.float64)
+        if not np.all(np.isfinite(step)) or np.any(step <= 0):
+            raise ValueError(f"neumann: step must be finite and > 0; got {step!r}")
+    stats.update(terms=terms)
     return _ift_run(problem, stats, lambda hvp, b: neumann_solve(hvp, b, terms, step), at_steps)
 
 
 @register("cg", blind_to=BLIND)
 def run_cg(problem, stats, iterations=20, damping=0.0, tol=0.0, at_steps=1):
     """IFT hypergradient with conjugate gradients on the training Hessian at w_T."""
-    if int(iterations) < 0:
-        raise ValueError(f"cg: iterations must be >= 0; got {iterations}")
+    iterations = positive_int(iterations, "cg: iterations", minimum=0)
+    damping = finite_number(damping, "cg: damping", minimum=0.0)
+    tol = finite_number(tol, "cg: tol", minimum=0.0)
 
     def solve(hvp, b):
         x, info = cg_solve(hvp, b, iterations, damping, tol)
@@ -127,4 +145,5 @@ def run_cg(problem, stats, iterations=20, damping=0.0, tol=0.0, at_steps=1):
 @register("identity", blind_to=BLIND)
 def run_identity(problem, stats, scale=1.0, at_steps=1):
     """IFT hypergradient with ``scale * I`` for the inverse Hessian: ``-scale H_{meta,w} dw``."""
-    return _ift_run(problem, stats, lambda hvp, b: float(scale) * b, at_steps)
+    scale = finite_number(scale, "identity: scale")
+    return _ift_run(problem, stats, lambda hvp, b: scale * b, at_steps)

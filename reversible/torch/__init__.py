@@ -17,7 +17,8 @@ except ImportError as err:  # pragma: no cover - exercised only without torch
     raise ImportError("reversible.torch needs PyTorch: pip install \"reversible-learning[torch]\" "
                       "(or pip install torch)") from err
 
+from .adam import adam
 from .sgd import sgd
 from .tree import TensorTree
 
-__all__ = ["sgd", "TensorTree"]
+__all__ = ["sgd", "adam", "TensorTree"]

@@ -27,14 +27,17 @@ def as_torch(x):
 
 
 @contextlib.contextmanager
-def torch_stream(backend):
-    """Make CuPy launch on PyTorch's current CUDA stream (no cross-stream waits)."""
+def torch_stream(backend, device):
+    """Make CuPy work on ``device`` and launch on PyTorch's current stream there (no
+    cross-stream waits, and memory PyTorch frees is not reused before CuPy's kernels read it)."""
     if backend is not None:
         yield
         return
     import cupy
-    with cupy.cuda.ExternalStream(torch.cuda.current_stream().cuda_stream):
-        yield
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    with torch.cuda.device(index), cupy.cuda.Device(index):
+        with cupy.cuda.ExternalStream(torch.cuda.current_stream(index).cuda_stream):
+            yield
 
 
 def gpu_module():
@@ -66,8 +69,8 @@ class CudaRun:
             self._check_resolution = False
             beta = effective_beta(self.betas[0])[self.group_index]
             self.stats["first_step_rounding"] = check_first_step(
-                g.detach().cpu().numpy(), self.v0.detach().cpu().numpy(),
-                self.schedule.alphas[0][self.group_index], 1.0 - beta, beta, self.frac_bits)
+                g.detach().cpu().numpy(), self.schedule.alphas[0][self.group_index], 1.0 - beta,
+                self.frac_bits)
         return g
 
     def vjp(self, w, meta, t, u):
@@ -75,7 +78,7 @@ class CudaRun:
 
     def forward(self):
         gpu = gpu_module()
-        with torch_stream(self.backend):
+        with torch_stream(self.backend, self.device):
             self.trained = gpu.sgd(
                 self.grad, self.w0, self.schedule.alphas, self.betas, self.meta, vjp=self.vjp,
                 v0=self.v0, frac_bits=self.frac_bits,
@@ -85,7 +88,7 @@ class CudaRun:
 
     def backward(self, dw):
         dw = dw.detach().to(self.device, torch.float64).contiguous()
-        with torch_stream(self.backend):
+        with torch_stream(self.backend, self.device):
             try:
                 out = self.trained.hypergradient(dw, keep=True, check=self.check)
             except ReversibilityError as err:

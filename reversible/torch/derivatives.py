@@ -31,6 +31,7 @@ import weakref
 
 import torch
 
+from ..errors import ReversibilityError
 from . import determinism
 
 
@@ -117,6 +118,33 @@ class LossDerivatives:
         if mode in self._separate:
             g = self.grad(w, meta, t)
         return g, hw, hm
+
+    def grad_then_hvp(self, w, meta, t, vector):
+        """``(g, H_ww u, H_meta,w u or None)`` with ``u = vector(g)``: one taped gradient and one
+        backward pass through it (the vector of Adam's adjoint is built from ``g``)."""
+        leaves = [x.detach().requires_grad_() for x in self.tree.views(w)]
+        mleaves = self._meta_leaves(meta)
+        if mleaves is not None:
+            mleaves = [x.detach().requires_grad_() for x in mleaves]
+        inputs = leaves + (mleaves or [])
+        with torch.enable_grad():
+            loss = self._loss_of(t, mleaves)(leaves)
+            g = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True,
+                                    materialize_grads=True)
+            g_flat = self._flat([x.detach() for x in g], w, self.tree)
+            if "grad_then_hvp" not in self._checked_primal:
+                self._checked_primal.add("grad_then_hvp")
+                if not torch.equal(g_flat, self.grad(w, meta, t)):
+                    raise ReversibilityError(
+                        "the gradient taped for the Hessian-vector product differs in its last "
+                        f"bits from the plain gradient at step {t}; exact reversal needs them "
+                        "equal. " + determinism.settings_advice(w.device))
+            u = vector(g_flat)
+            h = torch.autograd.grad(g, inputs, self.tree.views(u), allow_unused=True,
+                                    materialize_grads=True)
+        n = len(leaves)
+        hm = None if mleaves is None else self._flat(h[n:], w, self.meta_tree)
+        return g_flat, self._flat(h[:n], w, self.tree), hm
 
     def _next_trial(self):
         """Under ``"auto"``: the next mode to try (round robin, twice each), then the fastest."""

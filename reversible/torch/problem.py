@@ -31,11 +31,9 @@ def as_numpy(x):
     return None if x is None else x.detach().numpy()
 
 
-@dataclass
-class TorchProblem(Problem):
-    """A Problem on CPU vectors whose ``grad`` / ``vjp`` run a PyTorch loss."""
-
-    derivatives: object = field(default=None, repr=False)
+class TorchDerivatives:
+    """Mixin: a Problem's ``grad``, ``vjp`` and ``grad_then_hvp`` run by ``self.derivatives``
+    (a :class:`~reversible.torch.derivatives.LossDerivatives`) on the NumPy vectors' memory."""
 
     def __post_init__(self):
         # Problem.grad calls _grad (then checks step 0's resolution): here it runs torch
@@ -45,3 +43,17 @@ class TorchProblem(Problem):
     def vjp(self, w, meta, t, u):
         g, hw, hm = self.derivatives.vjp(as_tensor(w), as_tensor(meta), t, as_tensor(u))
         return as_numpy(g), as_numpy(hw), as_numpy(hm)
+
+    def grad_then_hvp(self, w, meta, t, vector):
+        """``(g, H_ww u, H_meta,w u)`` with ``u = vector(g)`` (NumPy in and out), one taped gradient."""
+        def vector_t(g):
+            return as_tensor(vector(as_numpy(g)))
+        g, hw, hm = self.derivatives.grad_then_hvp(as_tensor(w), as_tensor(meta), t, vector_t)
+        return as_numpy(g), as_numpy(hw), as_numpy(hm)
+
+
+@dataclass
+class TorchProblem(TorchDerivatives, Problem):
+    """A Problem on CPU vectors whose derivatives run a PyTorch loss."""
+
+    derivatives: object = field(default=None, repr=False)
