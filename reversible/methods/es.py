@@ -141,6 +141,16 @@ class ParticleProblem:
                          for p in range(W.shape[0])])
 
 
+def _step_done(W, t, name, progress):
+    """After step ``t``: a non-finite particle is an error naming it; advance the progress bar."""
+    if not np.all(np.isfinite(W)):
+        p = int(np.flatnonzero(~np.all(np.isfinite(W), axis=1))[0])
+        raise NonFiniteError(f"{name}: the weights of particle {p} became NaN or Inf at step "
+                             f"{t}; lower sigma or the learning rates")
+    if progress is not None:
+        progress.update(1)
+
+
 def train_particles(problem, alphas, betas_eff, metas, W, V, t_start, t_stop, name="es",
                     progress=None):
     """Float64 training of stacked particles over steps ``t_start .. t_stop-1``.
@@ -152,12 +162,7 @@ def train_particles(problem, alphas, betas_eff, metas, W, V, t_start, t_stop, na
     stacked = ParticleProblem(problem, alphas, metas)
     for t in range(t_start, t_stop):
         W, V = float_step(stacked, betas_eff, t, W, V)
-        if not np.all(np.isfinite(W)):
-            p = int(np.flatnonzero(~np.all(np.isfinite(W), axis=1))[0])
-            raise NonFiniteError(f"{name}: the weights of particle {p} became NaN or Inf at step "
-                                 f"{t}; lower sigma or the learning rates")
-        if progress is not None:
-            progress.update(1)
+        _step_done(W, t, name, progress)
     return W, V
 
 
@@ -178,12 +183,7 @@ def train_particles_rule(problem, rule, alphas, metas, W, aux, t_start, t_stop, 
             W[p] = w
             for x, new in zip(aux, a):
                 x[p] = new
-        if not np.all(np.isfinite(W)):
-            p = int(np.flatnonzero(~np.all(np.isfinite(W), axis=1))[0])
-            raise NonFiniteError(f"{name}: the weights of particle {p} became NaN or Inf at step "
-                                 f"{t}; lower sigma or the learning rates")
-        if progress is not None:
-            progress.update(1)
+        _step_done(W, t, name, progress)
     return W, aux
 
 
