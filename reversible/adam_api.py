@@ -20,7 +20,7 @@ from .methods.checkpointed import problem_rule
 from .methods.unrolled import unroll
 from .problem import Problem
 
-ADAM_METHODS = ("exact", "unrolled", "checkpointed", "truncated", "drmad", "forward")
+ADAM_METHODS = ("exact", "unrolled", "checkpointed", "truncated", "drmad", "forward", "es", "pes")
 _ARG_NAMES = ("w0", "alphas", "beta1s", "beta2s", "eps", "weight_decay", "meta")
 
 

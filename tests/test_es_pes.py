@@ -290,3 +290,38 @@ def test_online_es_options_are_loud(kw, message):
     args = dict({"K": 2, "sigma": 0.1, "particles": 4}, **kw)
     with pytest.raises(ValueError, match=message):
         PersistentES(**args)
+
+
+# ------------------------------------------------------------------ Adam (reversible.adam)
+def adam_objective(alphas, meta, beta1s=np.full(T, 0.9), **kw):
+    return anp.dot(DW, reversible.adam(loss, W0, alphas, beta1s, np.full(T, 0.999), meta, **kw))
+
+
+ADAM_ALPHAS = np.full(T, 0.05)
+
+
+@pytest.mark.parametrize("method,extra", [("es", {}), ("pes", {"K": 2})])
+def test_adam_forward_value_is_that_of_the_float_methods(method, extra):
+    w = reversible.adam(loss, W0, ADAM_ALPHAS, np.full(T, 0.9), np.full(T, 0.999), META,
+                        method=method, sigma=0.01, particles=4, **extra)
+    ref = reversible.adam(loss, W0, ADAM_ALPHAS, np.full(T, 0.9), np.full(T, 0.999), META,
+                          method="checkpointed")
+    np.testing.assert_array_equal(w, ref)
+
+
+@pytest.mark.parametrize("method,extra", [("es", {}), ("pes", {"K": 2})])
+def test_adam_small_sigma_gives_the_exact_hypergradient(method, extra):
+    stats = {}
+    ga, gm = grad(adam_objective, (0, 1))(ADAM_ALPHAS, META, method=method, sigma=1e-5,
+                                          particles=2000, seed=21, stats=stats, **extra)
+    ea, em = grad(adam_objective, (0, 1))(ADAM_ALPHAS, META, method="exact")
+    assert_agrees({"alphas": ga, "meta": gm}, {"alphas": ea, "meta": em}, stats,
+                  ["alphas", "meta"])
+
+
+def test_adam_other_hyperparameters_are_nan_and_momenta_cannot_be_perturbed():
+    g = grad(lambda b1: adam_objective(ADAM_ALPHAS, META, b1, method="es", sigma=0.01,
+                                       particles=4))(np.full(T, 0.9))
+    assert np.all(np.isnan(g))
+    with pytest.raises(ValueError, match="only alphas and meta"):
+        adam_objective(ADAM_ALPHAS, META, method="es", sigma={"betas": 0.01}, particles=4)

@@ -34,6 +34,10 @@ use :mod:`reversible.smoothed`.  After the backward pass, ``stats`` holds
 ``standard_error`` (per kind, the estimator's own standard error from the
 spread over pairs) and the options used.
 
+Both run under :func:`reversible.adam` too (its update rule's own float step,
+one particle at a time); there only ``alphas`` and ``meta`` can be perturbed,
+and the other Adam hyperparameters get NaN cotangents.
+
 ``method="pes"`` (:mod:`reversible.methods.pes`) is the same estimator over
 truncations of ``K`` steps; ``es`` is ``pes`` with one truncation of ``T`` steps.
 """
@@ -45,7 +49,7 @@ import numpy as np
 from ..buffer import effective_beta
 from ..errors import NonFiniteError
 from . import register
-from .checkpointed import float_step
+from .checkpointed import float_step, problem_rule
 
 SCHEDULE_KINDS = ("alphas", "betas")
 PERTURBABLE = ("alphas", "betas", "meta")
@@ -137,6 +141,16 @@ class ParticleProblem:
                          for p in range(W.shape[0])])
 
 
+def _step_done(W, t, name, progress):
+    """After step ``t``: a non-finite particle is an error naming it; advance the progress bar."""
+    if not np.all(np.isfinite(W)):
+        p = int(np.flatnonzero(~np.all(np.isfinite(W), axis=1))[0])
+        raise NonFiniteError(f"{name}: the weights of particle {p} became NaN or Inf at step "
+                             f"{t}; lower sigma or the learning rates")
+    if progress is not None:
+        progress.update(1)
+
+
 def train_particles(problem, alphas, betas_eff, metas, W, V, t_start, t_stop, name="es",
                     progress=None):
     """Float64 training of stacked particles over steps ``t_start .. t_stop-1``.
@@ -148,13 +162,29 @@ def train_particles(problem, alphas, betas_eff, metas, W, V, t_start, t_stop, na
     stacked = ParticleProblem(problem, alphas, metas)
     for t in range(t_start, t_stop):
         W, V = float_step(stacked, betas_eff, t, W, V)
-        if not np.all(np.isfinite(W)):
-            p = int(np.flatnonzero(~np.all(np.isfinite(W), axis=1))[0])
-            raise NonFiniteError(f"{name}: the weights of particle {p} became NaN or Inf at step "
-                                 f"{t}; lower sigma or the learning rates")
-        if progress is not None:
-            progress.update(1)
+        _step_done(W, t, name, progress)
     return W, V
+
+
+def train_particles_rule(problem, rule, alphas, metas, W, aux, t_start, t_stop, name="es",
+                         progress=None):
+    """:func:`train_particles` for any update rule (Adam): the rule's own float step, one
+    particle at a time (its formulas index schedules by group for one state vector).
+
+    ``aux`` is the rule's state tuple, each ``(P, N)``; updated in place with ``W``.
+    """
+    hyper = rule.float_hyper()
+    P = W.shape[0]
+    for t in range(t_start, t_stop):
+        for p in range(P):
+            g = problem.grad(W[p], None if metas is None else metas[p], t)
+            w, a = rule.float_step(dict(hyper, alphas=alphas[:, p, :]), t, W[p],
+                                   tuple(x[p] for x in aux), g)
+            W[p] = w
+            for x, new in zip(aux, a):
+                x[p] = new
+        _step_done(W, t, name, progress)
+    return W, aux
 
 
 def _draw(rng, n, sigmas, problem, start, stop):
@@ -186,14 +216,22 @@ def run_particles(problem, stats, name, sigma, particles, seed, K, perturb):
     seed = check_seed(seed, name)
     T, G, N = problem.T, problem.G, problem.N
     K = check_K(K, T, name)
+    rule = problem_rule(problem)
+    momentum = rule.name == "momentum"
+    if not momentum and "betas" in sigmas:
+        raise ValueError(f"{name}: with the {rule.name} update rule only alphas and meta can be "
+                         "perturbed; leave betas out of perturb")
     n = particles // 2
     P = 1 + 2 * n
     rng = np.random.default_rng(seed)
     W = np.tile(problem.w0, (P, 1))
-    V = np.tile(problem.v0, (P, 1))
+    if momentum:
+        V = np.tile(problem.v0, (P, 1))
+    else:
+        aux = tuple(np.tile(x, (P, 1)) for x in rule.float_start(problem)[1])
     alphas = np.empty((T, P, G))
     betas_eff = np.empty((T, P, G))
-    base_betas_eff = problem.effective_betas()
+    base_betas_eff = problem.effective_betas() if momentum else None
     xi = {k: np.zeros((n, T, G)) if k in SCHEDULE_KINDS else np.zeros((n, problem.meta_size))
           for k in sigmas}
     progress = None
@@ -210,7 +248,7 @@ def run_particles(problem, stats, name, sigma, particles, seed, K, perturb):
                 raw = _stack_schedule(problem.betas[start:stop], eps["betas"], sigmas["betas"])
                 betas_eff[start:stop] = _checked_betas(raw, start, name)
                 xi["betas"][:, start:stop] = eps["betas"]
-            else:
+            elif momentum:
                 betas_eff[start:stop] = base_betas_eff[start:stop, None, :]
             if "alphas" in sigmas:
                 xi["alphas"][:, start:stop] = eps["alphas"]
@@ -222,23 +260,28 @@ def run_particles(problem, stats, name, sigma, particles, seed, K, perturb):
                     metas[1:n + 1] += d
                     metas[n + 1:] -= d
                     xi["meta"] += eps["meta"]
-            W, V = train_particles(problem, alphas, betas_eff, metas, W, V, start, stop, name,
-                                   progress)
+            if momentum:
+                W, V = train_particles(problem, alphas, betas_eff, metas, W, V, start, stop,
+                                       name, progress)
+            else:
+                W, aux = train_particles_rule(problem, rule, alphas, metas, W, aux, start, stop,
+                                              name, progress)
     finally:
         if progress is not None:
             progress.close()
     finals = W[1:]
     stats.update(sigma=sigmas, particles=particles, seed=seed, K=K, truncations=-(-T // K),
                  perturbed=list(sigmas),
-                 blind_to=sorted(set(stats.get("blind_to", [])) |
-                                 {k for k in PERTURBABLE if k not in sigmas} | {"w0", "v0"}))
+                 blind_to=sorted(set(stats.get("blind_to", [])) | {"w0", "v0"} |
+                                 {k for k in rule.hyper_kinds + ("meta",) if k not in sigmas}))
 
     def backward(dw):
         dw = np.asarray(dw, dtype=np.float64).reshape(N)
         F = finals @ dw
         half = 0.5 * (F[:n] - F[n:])                     # (F(+) - F(-)) / 2 per pair
-        out = {"w0": np.zeros(N), "v0": np.zeros(N), "meta": None,
-               "alphas": np.full((T, G), np.nan), "betas": np.full((T, G), np.nan)}
+        out = {"w0": np.zeros(N), "v0": np.zeros(N), "meta": None}
+        shapes = rule.hyper_shapes()
+        out.update({k: np.full(shapes[k], np.nan) for k in rule.hyper_kinds})
         if problem.meta is not None:
             out["meta"] = np.full(problem.meta_size, np.nan)
         errors = {}
