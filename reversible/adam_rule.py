@@ -31,6 +31,7 @@ the remedy is to give the formats by hand (``frac_bits={"m": ..., "s": ...}``).
 The adjoint (:meth:`AdamRule.adjoint_step`) is derived in ``docs/adam.md``.
 """
 
+import functools
 from dataclasses import dataclass, field
 
 import autograd.numpy as anp
@@ -105,17 +106,17 @@ class AdamSchedule(trajectory.Schedule):
         return cls(alphas, n1, group_index, n2=n2, eps=np.ascontiguousarray(eps),
                    weight_decay=np.ascontiguousarray(wd), n_decay=quantize_beta(decay))
 
-    @property
+    @functools.cached_property
     def beta1s(self):
-        return self.n / float(BETA_ONE)
+        return self.n / float(BETA_ONE)     # computed once: the reverse pass reads a row per step
 
-    @property
+    @functools.cached_property
     def beta2s(self):
-        return self.n2 / float(BETA_ONE)
+        return self.n2 / float(BETA_ONE)     # computed once: the reverse pass reads a row per step
 
-    @property
+    @functools.cached_property
     def decay(self):
-        return self.n_decay / float(BETA_ONE)
+        return self.n_decay / float(BETA_ONE)     # computed once: the reverse pass reads a row per step
 
     def bias_corrections(self):
         """``(c1, c2)``, each ``(T, G)``: ``1 - prod(beta so far)`` of the applied betas."""

@@ -52,6 +52,7 @@ class Schedule:
     n: np.ndarray
     group_index: np.ndarray
     _counts: object = field(default=None, init=False, repr=False, compare=False)
+    _betas: object = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def build(cls, alphas, betas, group_index, num_groups=None):
@@ -74,7 +75,11 @@ class Schedule:
 
     @property
     def betas(self):
-        return self.n / float(BETA_ONE)
+        """The applied momenta ``n / 2**32``, ``(T, G)`` (computed once: the reverse pass reads
+        one row per step, and recomputing the whole array each step made it O(T) per step)."""
+        if self._betas is None:
+            self._betas = self.n / float(BETA_ONE)
+        return self._betas
 
     def rule(self, kernel="auto"):
         """The update rule these schedules drive: SGD with momentum."""
