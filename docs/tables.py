@@ -77,7 +77,43 @@ def render_online_quadratic(data):
     return _markdown(columns, rows) + f"\n\n<sub>{note}</sub>"
 
 
-RENDERERS = {"online_quadratic": render_online_quadratic}   # others: experiments/NAME.py tables()
+def render_bench_adam(data):
+    """``python -m benchmarks.bench_adam --out FILE``'s JSON: the issue's four figures."""
+    a, b, d = data["a"], data["b"], data["d"]
+    bits = data["c"]
+    rows = [["(a)", f"one exact Adam step / one float64 NumPy AdamW step, N = {a['N']:,}",
+             f"{a['ratio']['exact Adam, numba kernel']:.2f} (NumPy specification: "
+             f"{a['ratio']['exact Adam, NumPy specification']:.1f})", "<= 2"],
+            ["(b)", f"exact Adam hypergradient / plain Adam training, digits MLP, T = {b['T']}",
+             f"{b['ratio']:.2f} ({b['exact_seconds']:.2f} s vs {b['plain_seconds']:.2f} s); bound "
+             f"(grad + grad-and-HVP) / grad = {b['second_order']['bound']:.2f}", "<= 3.5"],
+            ["(c)", "buffer bits per element-step / ideal",
+             ", ".join(f"{c['ratio']:.5f} (b1 {c['beta1']}, b2 {c['beta2']}, wd {c['weight_decay']})"
+                       for c in bits), "<= 1.001"],
+            ["(d)", f"peak memory exact / unrolled, T = {d['T']} (tracemalloc)",
+             f"{d['ratio']:.4f} ({d['peak_bytes']['exact'] / 2**20:.1f} MiB vs "
+             f"{d['peak_bytes']['unrolled'] / 2**20:.0f} MiB)", "-"]]
+    return render_plain({"columns": ["", "figure", "measured", "target"], "rows": rows,
+                         "source": "`python -m benchmarks.bench_adam --out docs/results/bench_adam.json`"})
+
+
+def render_bench_torch(data):
+    """``python -m benchmarks.bench_torch --out FILE``'s JSON: exact / plain torch training."""
+    s = data["seconds"]
+    rows = [[f"{data['model']}, N = {data['N']}, T = {data['T']}, batch {data['batch']}, "
+             f"{data['threads']} thread, torch {data['torch']}",
+             f"{s['plain']:.3f} s", f"{s['exact']:.3f} s", f"{s['unrolled']:.3f} s",
+             f"{data['exact_over_plain']:.2f}", f"{data['unrolled_over_plain']:.2f}",
+             f"{data['bound_exact_over_plain']:.2f}"]]
+    return render_plain({"columns": ["problem", "plain", "exact", "unrolled", "exact / plain",
+                                     "unrolled / plain", "bound (grad + HVP) / grad"],
+                         "rows": rows,
+                         "source": f"`python -m benchmarks.bench_torch --out docs/results/bench_torch.json`, "
+                                   f"medians of {data['reps']} interleaved repetitions (CPU seconds)"})
+
+
+RENDERERS = {"online_quadratic": render_online_quadratic,   # others: experiments/NAME.py tables()
+             "bench_adam": render_bench_adam, "bench_torch": render_bench_torch}
 
 
 def render(name, results_dir=HERE / "results"):
