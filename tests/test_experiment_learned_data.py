@@ -6,6 +6,7 @@ from autograd import grad
 
 from experiments import learned_data
 from experiments.common import load_results
+from _figures import check_figure_files
 
 
 @pytest.fixture(scope="module")
@@ -18,9 +19,7 @@ def results(tmp_path_factory):
 def test_figure_writes_png_and_pdf(results, tmp_path):
     from figures import learned_data as figure
     paths = figure.plot(results, tmp_path)
-    assert sorted(p.suffix for p in paths) == sorted([".png", ".pdf"] * (len(paths) // 2))
-    for p in paths:
-        assert p.stat().st_size > 1000
+    check_figure_files(paths)
 
 
 def test_learned_data_quick(results):

@@ -5,6 +5,7 @@ import pytest
 
 from experiments import multitask
 from experiments.common import load_results
+from _figures import check_figure_files
 
 
 @pytest.fixture(scope="module")
@@ -17,9 +18,7 @@ def results(tmp_path_factory):
 def test_figure_writes_png_and_pdf(results, tmp_path):
     from figures import multitask as figure
     paths = figure.plot(results, tmp_path)
-    assert sorted(p.suffix for p in paths) == sorted([".png", ".pdf"] * (len(paths) // 2))
-    for p in paths:
-        assert p.stat().st_size > 1000
+    check_figure_files(paths)
 
 
 def test_multitask_quick(results):

@@ -7,6 +7,7 @@ from autograd import grad
 
 from experiments import overfit_validation
 from experiments.common import load_results
+from _figures import check_figure_files
 
 
 @pytest.fixture(scope="module")
@@ -19,9 +20,7 @@ def results(tmp_path_factory):
 def test_figure_writes_png_and_pdf(results, tmp_path):
     from figures import overfit_validation as figure
     paths = figure.plot(results, tmp_path)
-    assert sorted(p.suffix for p in paths) == sorted([".png", ".pdf"] * (len(paths) // 2))
-    for p in paths:
-        assert p.stat().st_size > 1000
+    check_figure_files(paths)
 
 
 def test_overfit_validation_quick(results):
