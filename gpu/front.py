@@ -100,6 +100,11 @@ class Trained:
         self.stats, self._check_every, self._progress = stats, check_every, progress
 
     @property
+    def engine(self):
+        """The device engine holding the trained state (kernels, buffers, schedules)."""
+        return self._engine
+
+    @property
     def w(self):
         return self._engine.w
 

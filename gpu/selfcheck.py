@@ -82,8 +82,8 @@ def compare(regime="fused", N=1000, T=200, frac_bits=40, seed=0, backend=None, c
                   frac_bits=frac_bits, group_index=p["gi"], backend=backend, check_every=check_every)
     finally:
         engine.FWD_KERNELS = saved
-    assert fwd_kernel is None or run._engine.fwd_kernel == fwd_kernel
-    eng = run._engine
+    assert fwd_kernel is None or run.engine.fwd_kernel == fwd_kernel
+    eng = run.engine
     from .engine import host
     head, ptr, tail = eng.buffer_arrays()
     buf = st.buffer

@@ -46,7 +46,9 @@ _STATUS_LEN = 12
 
 
 # ------------------------------------------------------------- element helpers
-@njit(**_JIT)
+# Inlined at the numba IR level: a call that passes arrays would otherwise cost atomic
+# reference-count updates per element.
+@njit(inline="always", **_JIT)
 def _fix(x):
     """``(rint(x), finite, in range)``."""
     if not np.isfinite(x):
@@ -57,7 +59,7 @@ def _fix(x):
     return np.int64(s), True, True
 
 
-@njit(**_JIT)
+@njit(inline="always", **_JIT)
 def _push(addrs, rows, N, ptr, i, word):
     """Push the low 16 bits of ``word`` onto element ``i``'s tail."""
     p = ptr[i]
@@ -66,7 +68,7 @@ def _push(addrs, rows, N, ptr, i, word):
     ptr[i] = p + 1
 
 
-@njit(**_JIT)
+@njit(inline="always", **_JIT)
 def _mul(v, h, n, inv2_n, addrs, rows, N, ptr, i):
     """``v * n / 2**32`` through the element's rANS state ``h`` (the engine's pop-first multiply);
     ``inv2_n = 2 / n`` in float64."""
@@ -85,7 +87,7 @@ def _mul(v, h, n, inv2_n, addrs, rows, N, ptr, i):
     return (v >> 32) * n + np.int64(P >> _U32), (q << _U32) | (P & _MASK32)
 
 
-@njit(**_JIT)
+@njit(inline="always", **_JIT)
 def _div(v, h, n, inv_n, inv2_n, addrs, rows, N, ptr, i, status, uf1, uf2):
     """Inverse of :func:`_mul` (``inv_n = 1 / n``, ``inv2_n = 2 / n``); returns ``(v, h, fits)``."""
     if n >= BETA_ONE:
@@ -103,14 +105,14 @@ def _div(v, h, n, inv_n, inv2_n, addrs, rows, N, ptr, i, status, uf1, uf2):
     return v, h, fits
 
 
-@njit(**_JIT)
+@njit(inline="always", **_JIT)
 def _added(x, d):
     """``x + d`` and whether it wrapped around (checked_add's test)."""
     s = x + d
     return s, ((x ^ s) & (d ^ s)) < 0
 
 
-@njit(**_JIT)
+@njit(inline="always", **_JIT)
 def _increment(Mi, Si, k):
     """The position increment, as :func:`reversible.adam_rule.position_increment`."""
     m = np.float64(Mi) * k[9]             # = M / 2**f exactly (a power of two)
@@ -118,40 +120,111 @@ def _increment(Mi, Si, k):
     return k[2] * (m / k[3]) / (np.sqrt(s / k[4]) + k[5])
 
 
+@njit(inline="always", **_JIT)
+def _mul_core(v, h, n, inv2_n):
+    """:func:`_mul` for a head that needs no spill (``h < n 2**32``): arithmetic only."""
+    if n >= BETA_ONE:
+        return v, h
+    nu = np.uint64(n)
+    q, u = nk.quot32(h, n, nu, inv2_n)
+    P = np.uint64(v & 0xFFFFFFFF) * nu + np.uint64(u)
+    return (v >> 32) * n + np.int64(P >> _U32), (q << _U32) | (P & _MASK32)
+
+
+@njit(inline="always", **_JIT)
+def _div_core(v, h, n, inv_n, inv2_n):
+    """:func:`_div` without its refills: ``(v, h, fits)``; the caller checks ``h < 2**48``."""
+    if n >= BETA_ONE:
+        return v, h, True
+    nu = np.uint64(n)
+    a, bq = nk.floordivmod(v, n, nu, inv_n, inv2_n)
+    c, u = nk.quot32((np.uint64(bq) << _U32) | (h & _MASK32), n, nu, inv2_n)
+    fits = (a >= -(1 << 31)) & (a < (1 << 31))
+    return (a << 32) + np.int64(c), (h >> _U32) * nu + np.uint64(u), fits
+
+
+# Each loop below comes in two parts: a hot loop over the elements that need no tail access
+# (no spill going forward, no refill going back), with arithmetic only, which stops at the
+# first element that does; and the full element step, with pushes / pops, for that element.
+# A tail access inside the hot loop would make it several times slower.
+#
 # k: per-group constants [m_scale, s_scale, alpha, c1, c2, eps, one_minus_b1, one_minus_b2,
 #    w_scale, 1 / m_scale, 1 / s_scale, 1 / n1, 1 / n2, 1 / nd, 2 / n1, 2 / n2, 2 / nd]
+@njit(inline="always", **_JIT)
+def _forward_tail(m, s, w, gi, k):
+    """The element step after the three multiplies: additions and the position step."""
+    flags = np.int64(0)
+    d, finite, fits = _fix((k[6] * gi) * k[0])
+    flags |= (0 if finite else 1) | (0 if fits else 2)
+    m, wrapped = _added(m, d)
+    flags |= 4 if wrapped else 0
+    d, finite, fits = _fix((k[7] * (gi * gi)) * k[1])
+    flags |= (0 if finite else 8) | (0 if fits else 16)
+    s, wrapped = _added(s, d)
+    flags |= 32 if wrapped else 0
+    flags |= 64 if s < 0 else 0
+    d, finite, fits = _fix(_increment(m, s, k) * k[8])
+    flags |= (0 if finite else 128) | (0 if fits else 256)
+    w, wrapped = _added(w, -d)
+    flags |= 512 if (wrapped or d == _INT64_MIN) else 0
+    return m, s, w, flags
+
+
+@njit(**_JIT)
+def _forward_hot(Ws, Ms, Ss, gs, hs, j, n1, n2, nd, k):
+    """Step elements ``j, j+1, ...`` of a block while no multiply spills; returns the first
+    element that would (or the block's length) and the flags."""
+    flags = np.int64(0)
+    l1, l2, ld = np.uint64(n1) << _U32, np.uint64(n2) << _U32, np.uint64(nd) << _U32
+    while j < Ws.shape[0]:
+        h = hs[j]
+        if n1 < BETA_ONE and h >= l1:
+            break
+        m, h = _mul_core(Ms[j], h, n1, k[14])
+        if n2 < BETA_ONE and h >= l2:
+            break
+        s, h = _mul_core(Ss[j], h, n2, k[15])
+        if nd < BETA_ONE and h >= ld:
+            break
+        w, h = _mul_core(Ws[j], h, nd, k[16])
+        m, s, w, f = _forward_tail(m, s, w, gs[j], k)
+        flags |= f
+        Ws[j], Ms[j], Ss[j], hs[j] = w, m, s, h
+        j += 1
+    return j, flags
+
+
+@njit(**_JIT)
+def _forward_element(W, M, S, g, i, n1, n2, nd, k, head, ptr, addrs, rows):
+    """The full step of element ``i`` (multiplies that spill words to its tail)."""
+    N = W.shape[0]
+    h = head[i]
+    m, h = _mul(M[i], h, n1, k[14], addrs, rows, N, ptr, i)
+    s, h = _mul(S[i], h, n2, k[15], addrs, rows, N, ptr, i)
+    w, h = _mul(W[i], h, nd, k[16], addrs, rows, N, ptr, i)
+    m, s, w, flags = _forward_tail(m, s, w, g[i], k)
+    W[i], M[i], S[i], head[i] = w, m, s, h
+    return flags
+
+
 @njit(**_JIT)
 def _forward_range(W, M, S, g, lo, hi, n1, n2, nd, k, head, ptr, addrs, rows, status):
-    N = W.shape[0]
+    """One forward step over elements ``lo..hi-1`` of one group; returns ``hi``, or the
+    element whose tail might be full (left unchanged)."""
     capacity = addrs.shape[0] * rows
-    flags = np.int64(0)
-    # slices: indices provably >= 0, so numba emits no negative-index handling per access
-    Ws, Ms, Ss, gs, hs, ps = W[lo:hi], M[lo:hi], S[lo:hi], g[lo:hi], head[lo:hi], ptr[lo:hi]
+    Ws, Ms, Ss, gs, hs = W[lo:hi], M[lo:hi], S[lo:hi], g[lo:hi], head[lo:hi]
+    j, flags = 0, np.int64(0)
     stop = hi
-    for j in range(Ws.shape[0]):
-        if ps[j] + _MAX_WORDS > capacity:
+    while j < hi - lo:
+        j, f = _forward_hot(Ws, Ms, Ss, gs, hs, j, n1, n2, nd, k)
+        flags |= f
+        if j >= hi - lo:
+            break
+        if ptr[lo + j] + _MAX_WORDS > capacity:
             stop = lo + j
             break
-        i = lo + j
-        h = hs[j]
-        gi = gs[j]
-        m, h = _mul(Ms[j], h, n1, k[14], addrs, rows, N, ptr, i)
-        d, finite, fits = _fix((k[6] * gi) * k[0])
-        flags |= (0 if finite else 1) | (0 if fits else 2)
-        m, wrapped = _added(m, d)
-        flags |= 4 if wrapped else 0
-        s, h = _mul(Ss[j], h, n2, k[15], addrs, rows, N, ptr, i)
-        d, finite, fits = _fix((k[7] * (gi * gi)) * k[1])
-        flags |= (0 if finite else 8) | (0 if fits else 16)
-        s, wrapped = _added(s, d)
-        flags |= 32 if wrapped else 0
-        flags |= 64 if s < 0 else 0
-        w, h = _mul(Ws[j], h, nd, k[16], addrs, rows, N, ptr, i)
-        d, finite, fits = _fix(_increment(m, s, k) * k[8])
-        flags |= (0 if finite else 128) | (0 if fits else 256)
-        w, wrapped = _added(w, -d)
-        flags |= 512 if (wrapped or d == _INT64_MIN) else 0
-        Ws[j], Ms[j], Ss[j], hs[j] = w, m, s, h
+        flags |= _forward_element(W, M, S, g, lo + j, n1, n2, nd, k, head, ptr, addrs, rows)
+        j += 1
     status[_FLAGS] |= flags
     return stop
 
@@ -165,47 +238,114 @@ def _forward_blocks_py(W, M, S, g, bhi, bgroup, pos, n1_row, n2_row, nd_row, con
                                     nd_row[grp], consts[grp], head, ptr, addrs, rows, status[b])
 
 
+@njit(inline="always", **_JIT)
+def _position_head(Wi, Mi, Si, k):
+    """``W + fix(increment)`` and its flags."""
+    d, finite, fits = _fix(_increment(Mi, Si, k) * k[8])
+    w, wrapped = _added(Wi, d)
+    return w, (0 if finite else 1) | (0 if fits else 2) | (4 if wrapped else 0)
+
+
+@njit(**_JIT)
+def _undo_position_hot(Ws, Ms, Ss, hs, j, nd, k):
+    flags = np.int64(0)
+    while j < Ws.shape[0]:
+        w, f = _position_head(Ws[j], Ms[j], Ss[j], k)
+        w, h, ok = _div_core(w, hs[j], nd, k[13], k[16])
+        if h < _HEAD_LOW:
+            break
+        flags |= f | (0 if ok else 8)
+        Ws[j], hs[j] = w, h
+        j += 1
+    return j, flags
+
+
+@njit(**_JIT)
+def _undo_position_element(W, M, S, i, nd, k, head, ptr, addrs, rows, st):
+    w, flags = _position_head(W[i], M[i], S[i], k)
+    w, h, ok = _div(w, head[i], nd, k[13], k[16], addrs, rows, W.shape[0], ptr, i, st, 6, 7)
+    W[i], head[i] = w, h
+    return flags | (0 if ok else 8)
+
+
 def _undo_position_py(W, M, S, blo, bhi, bgroup, nd_row, consts, head, ptr, addrs, rows, status):
     for b in prange(bhi.shape[0]):
         grp, lo, hi = bgroup[b], blo[b], bhi[b]
-        k, nd, N = consts[grp], nd_row[grp], W.shape[0]
+        k, nd = consts[grp], nd_row[grp]
         Ws, Ms, Ss, hs = W[lo:hi], M[lo:hi], S[lo:hi], head[lo:hi]
-        flags = np.int64(0)
-        for j in range(Ws.shape[0]):
-            d, finite, fits = _fix(_increment(Ms[j], Ss[j], k) * k[8])
-            flags |= (0 if finite else 1) | (0 if fits else 2)
-            w, wrapped = _added(Ws[j], d)
-            flags |= 4 if wrapped else 0
-            w, h, ok = _div(w, hs[j], nd, k[13], k[16], addrs, rows, N, ptr, lo + j, status[b], 6, 7)
-            flags |= 0 if ok else 8
-            Ws[j], hs[j] = w, h
-        status[b, _FLAGS] |= flags
+        st = status[b]
+        flags, j = np.int64(0), 0
+        while j < hi - lo:
+            j, f = _undo_position_hot(Ws, Ms, Ss, hs, j, nd, k)
+            flags |= f
+            if j < hi - lo:
+                flags |= _undo_position_element(W, M, S, lo + j, nd, k, head, ptr, addrs, rows,
+                                                st)
+                j += 1
+        st[_FLAGS] |= flags
+
+
+@njit(inline="always", **_JIT)
+def _s_head(Si, gi, k):
+    d, finite, fits = _fix((k[7] * (gi * gi)) * k[1])
+    s, wrapped = _added(Si, -d)
+    return s, (0 if finite else 1) | (0 if fits else 2) | (4 if (wrapped or d == _INT64_MIN) else 0)
+
+
+@njit(inline="always", **_JIT)
+def _m_head(Mi, gi, k):
+    d, finite, fits = _fix((k[6] * gi) * k[0])
+    m, wrapped = _added(Mi, -d)
+    return m, (0 if finite else 16) | (0 if fits else 32) | (64 if (wrapped or d == _INT64_MIN) else 0)
+
+
+@njit(**_JIT)
+def _undo_moments_hot(Ms, Ss, gs, hs, j, n1, n2, k):
+    flags = np.int64(0)
+    while j < Ms.shape[0]:
+        gi = gs[j]
+        s, f1 = _s_head(Ss[j], gi, k)
+        s, h, ok1 = _div_core(s, hs[j], n2, k[12], k[15])
+        if h < _HEAD_LOW:
+            break
+        m, f2 = _m_head(Ms[j], gi, k)
+        m, h, ok2 = _div_core(m, h, n1, k[11], k[14])
+        if h < _HEAD_LOW:
+            break
+        flags |= f1 | f2 | (0 if ok1 else 8) | (0 if ok2 else 128)
+        Ms[j], Ss[j], hs[j] = m, s, h
+        j += 1
+    return j, flags
+
+
+@njit(**_JIT)
+def _undo_moments_element(M, S, g, i, n1, n2, k, head, ptr, addrs, rows, st):
+    N = M.shape[0]
+    gi = g[i]
+    s, f1 = _s_head(S[i], gi, k)
+    s, h, ok1 = _div(s, head[i], n2, k[12], k[15], addrs, rows, N, ptr, i, st, 8, 9)
+    m, f2 = _m_head(M[i], gi, k)
+    m, h, ok2 = _div(m, h, n1, k[11], k[14], addrs, rows, N, ptr, i, st, 10, 11)
+    M[i], S[i], head[i] = m, s, h
+    return f1 | f2 | (0 if ok1 else 8) | (0 if ok2 else 128)
 
 
 def _undo_moments_py(M, S, g, blo, bhi, bgroup, n1_row, n2_row, consts, head, ptr, addrs, rows,
                      status):
     for b in prange(bhi.shape[0]):
         grp, lo, hi = bgroup[b], blo[b], bhi[b]
-        k, n1, n2, N = consts[grp], n1_row[grp], n2_row[grp], M.shape[0]
+        k, n1, n2 = consts[grp], n1_row[grp], n2_row[grp]
         Ms, Ss, gs, hs = M[lo:hi], S[lo:hi], g[lo:hi], head[lo:hi]
-        flags = np.int64(0)
-        for j in range(Ms.shape[0]):
-            i = lo + j
-            gi = gs[j]
-            d, finite, fits = _fix((k[7] * (gi * gi)) * k[1])
-            flags |= (0 if finite else 1) | (0 if fits else 2)
-            s, wrapped = _added(Ss[j], -d)
-            flags |= 4 if (wrapped or d == _INT64_MIN) else 0
-            s, h, ok = _div(s, hs[j], n2, k[12], k[15], addrs, rows, N, ptr, i, status[b], 8, 9)
-            flags |= 0 if ok else 8
-            d, finite, fits = _fix((k[6] * gi) * k[0])
-            flags |= (0 if finite else 16) | (0 if fits else 32)
-            m, wrapped = _added(Ms[j], -d)
-            flags |= 64 if (wrapped or d == _INT64_MIN) else 0
-            m, h, ok = _div(m, h, n1, k[11], k[14], addrs, rows, N, ptr, i, status[b], 10, 11)
-            flags |= 0 if ok else 128
-            Ms[j], Ss[j], hs[j] = m, s, h
-        status[b, _FLAGS] |= flags
+        st = status[b]
+        flags, j = np.int64(0), 0
+        while j < hi - lo:
+            j, f = _undo_moments_hot(Ms, Ss, gs, hs, j, n1, n2, k)
+            flags |= f
+            if j < hi - lo:
+                flags |= _undo_moments_element(M, S, g, lo + j, n1, n2, k, head, ptr, addrs,
+                                               rows, st)
+                j += 1
+        st[_FLAGS] |= flags
 
 
 _BODIES = (_forward_blocks_py, _undo_position_py, _undo_moments_py)

@@ -28,11 +28,11 @@ def limit(frac_bits):
     return 2.0 ** (63 - frac_bits)
 
 
-def _where(what, step):
+def located(what, step):
     return f"{what} at step {step}" if step is not None else what
 
 
-def _remedy(frac_bits):
+def overflow_remedy(frac_bits):
     return (f"representable magnitudes are below {limit(frac_bits):g} with frac_bits={frac_bits}: "
             "use fewer frac_bits (more range, less resolution), a smaller learning rate, "
             "or rescale the problem")
@@ -42,7 +42,7 @@ def to_fixed(x, frac_bits, what="value", step=None):
     """``rint(x * 2**frac_bits)`` as int64, after checking finiteness and range."""
     x = np.asarray(x, dtype=np.float64)
     if not np.all(np.isfinite(x)):
-        raise NonFiniteError(f"{_where(what, step)} contains NaN or Inf "
+        raise NonFiniteError(f"{located(what, step)} contains NaN or Inf "
                              f"({int(np.sum(~np.isfinite(x)))} of {x.size} entries)")
     with np.errstate(over="ignore"):        # overflow to inf is caught just below
         scaled = np.rint(x * 2.0 ** frac_bits)
@@ -50,8 +50,8 @@ def to_fixed(x, frac_bits, what="value", step=None):
     if np.any(big):
         worst = float(np.max(np.abs(x)))
         raise FixedPointOverflowError(
-            f"{_where(what, step)} overflows the fixed-point range (|value| up to {worst:g}); "
-            + _remedy(frac_bits))
+            f"{located(what, step)} overflows the fixed-point range (|value| up to {worst:g}); "
+            + overflow_remedy(frac_bits))
     return scaled.astype(np.int64)
 
 
@@ -70,8 +70,8 @@ def checked_add(X, D, frac_bits, what="value", step=None, subtract=False):
     if subtract:
         wrapped |= D == np.iinfo(np.int64).min
     if np.any(wrapped):
-        raise FixedPointOverflowError(f"{_where(what, step)} overflows the fixed-point range; "
-                                      + _remedy(frac_bits))
+        raise FixedPointOverflowError(f"{located(what, step)} overflows the fixed-point range; "
+                                      + overflow_remedy(frac_bits))
     return S
 
 

@@ -56,7 +56,7 @@ from numba.core.extending import intrinsic
 from .buffer import (BETA_BITS, BETA_ONE, HEAD_LOW, UNDO_OVERFLOW_MESSAGE,
                      WORD_BITS, WORD_DTYPE, one_minus_beta)
 from .errors import BufferUnderflowError, FixedPointOverflowError
-from .fixedpoint import _remedy, _where, checked_add, to_fixed, to_float
+from .fixedpoint import checked_add, located, overflow_remedy, to_fixed, to_float
 
 # status row per block (int64): any fixed-point problem, velocity-add overflow (reverse),
 # velocity overflow undoing the multiply, first element (+1) whose first / second refill
@@ -670,8 +670,8 @@ def reverse_velocity(V, g, n_row, schedule, buffer, frac_bits, t):
     if status[:, _BAD].any():
         _grad_increment(g, n_row, schedule, frac_bits, t)      # raises NumPy's error
     if status[:, _BAD_VEL].any():
-        raise FixedPointOverflowError(f"{_where('velocity', t)} overflows the fixed-point "
-                                      "range; " + _remedy(frac_bits))
+        raise FixedPointOverflowError(f"{located('velocity', t)} overflows the fixed-point "
+                                      "range; " + overflow_remedy(frac_bits))
     if status[:, _BAD_DIV].any():
         raise FixedPointOverflowError(UNDO_OVERFLOW_MESSAGE)
     _underflow(status)

@@ -84,13 +84,18 @@ class Schedule:
         """Expand a length-G row to the N elements (returns the scalar when G == 1)."""
         if row.shape[0] == 1:
             return row[0]
-        if self._counts is None:         # sorted groups (the usual layout): np.repeat is faster
+        counts = self._sorted_counts()
+        if counts is None:
+            return row[self.group_index]
+        return np.repeat(row, counts)
+
+    def _sorted_counts(self):
+        """Elements per group when the groups are sorted (the usual layout), else None."""
+        if self._counts is None:
             gi = self.group_index
             sorted_ = gi.size == 0 or bool(np.all(gi[1:] >= gi[:-1]))
             self._counts = np.bincount(gi, minlength=self.G) if sorted_ else False
-        if self._counts is False:
-            return row[self.group_index]
-        return np.repeat(row, self._counts)
+        return None if self._counts is False else self._counts
 
     def traceable_per_element(self, row):
         """:meth:`per_element` by plain indexing, so that autograd can trace it."""
@@ -100,6 +105,9 @@ class Schedule:
         """Sum an N-vector within each group: shape (G,)."""
         if self.G == 1:
             return np.array([x.sum()])
+        counts = self._sorted_counts()
+        if counts is not None and counts.all():      # contiguous, non-empty groups: fast path
+            return np.add.reduceat(x, np.cumsum(counts) - counts)
         return np.bincount(self.group_index, weights=x, minlength=self.G)
 
     def ideal_bits_per_element_step(self):

@@ -60,7 +60,7 @@ def test_round_trip_gives_same_hypergradient_bit_for_bit(forward_state, tmp_path
     got = _reverse(loaded, meta)
     for key in ref:
         assert np.array_equal(got[key], ref[key]), key
-    assert loaded.buffer.is_empty() and loaded.stats["reversed_exactly"]
+    assert loaded.buffer.is_empty() is True and loaded.stats["reversed_exactly"] is True
 
 
 def test_frac_bits_and_single_group_survive(tmp_path):

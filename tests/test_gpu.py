@@ -31,7 +31,7 @@ EQUAL_KEYS = ("weights_equal", "velocity_equal", "heads_equal", "pointers_equal"
 
 def _assert_identical(res):
     for key in EQUAL_KEYS:
-        assert res[key], (key, res)
+        assert res[key] is True, (key, res)
     assert res["max_words"] <= res["capacity"]
     assert res["dalpha_rel"] < 1e-12 and res["dbeta_rel"] < 1e-12
 
@@ -89,7 +89,7 @@ def test_gpu_mlp_hypergradient_matches_the_cpu_engine():
     np.testing.assert_allclose(run.w.get(), st.w, rtol=0, atol=1e-7)
     dw = rng.standard_normal(net_cpu.N)
     hg = run.hypergrad(cp.asarray(dw))
-    assert run.stats["reversed_exactly"]
+    assert run.stats["reversed_exactly"] is True
     ref = reverse(st, net_cpu.vjp, dw, meta=meta, meta_size=net_cpu.N, kernel="numpy")
     for k in ("w0", "v0", "alphas", "betas", "meta"):
         np.testing.assert_allclose(hg[k].get(), ref[k], rtol=1e-5, atol=1e-6 * np.abs(ref[k]).max())
@@ -117,4 +117,4 @@ def test_dlpack_inputs_from_torch():
 
 
 def test_division_routine_matches_numpy():
-    assert selfcheck.check_division()
+    assert selfcheck.check_division() is True

@@ -56,7 +56,7 @@ def test_clip_caps_the_step_and_callback_stops():
     np.testing.assert_allclose(res.hypers, [0.5])
     res = reversible.optimize(quadratic, np.zeros(1), 10, optimizer="sgd", lr=0.1,
                               callback=lambda i, h, f, g: i == 2, progress=False)
-    assert res.stopped_early and res.objectives.size == 3
+    assert res.stopped_early is True and res.objectives.size == 3
 
 
 def test_errors_are_clear():
