@@ -293,7 +293,7 @@ class Adaptive(Estimator):
     def start(self, problem, N):
         if problem.beta == 0:
             raise ValueError("adaptive replays windows with reversible.sgd, which needs momentum "
-                             "beta in (0, 1]; use beta >= 2**-16 (e.g. 0.5)")
+                             "beta in (0, 1]; use beta >= 2**-32 (e.g. 0.5)")
         if problem.tune_meta and problem.fd.any():
             raise ValueError("adaptive differentiates the loss with autograd and cannot see "
                              "finite-difference (dropout) hyperparameters; use unroll or clip")
