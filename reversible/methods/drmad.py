@@ -2,7 +2,8 @@
 
 DrMAD stores only ``w_0`` and ``w_T`` and runs the reverse pass at the points
 ``w_t = (t/T) w_T + (1 - t/T) w_0``, with the exact adjoint formulas
-(docs/engine.md, "The reverse pass and the adjoint recurrence") otherwise.  The adjoints also need ``v_t``; the default
+otherwise (docs/engine.md, "The reverse pass and the adjoint recurrence").
+The adjoints also need ``v_t``; the default
 (``velocity="path"``) is the velocity of the straight path itself,
 ``v_{t+1} = (w_{t+1} - w_t) / alpha_t = (w_T - w_0) / (T alpha_t)`` (with
 ``v_0`` as given), so that a training run that really moves along that line
