@@ -397,4 +397,8 @@ def tables(meta):
             f"{' (quick mode)' if s['quick'] else ''}; whole run {meta['seconds']['total']:.0f} s "
             "on a shared machine. Source: docs/results/pes_schedule.json, written by "
             "`python -m experiments.pes_schedule` with these settings.")
+    for extra in meta.get("extra_runs", []):      # rows added from a later run of the same settings
+        note += (f" Rows T = {', '.join(str(T) for T in extra['T'])}: a separate run of the same "
+                 f"settings ({extra['seconds']:.0f} s for the table{'' if extra['memory'] else ', no peak-memory pass'}): "
+                 f"`{extra['command']}`.")
     return {NAME: "\n".join(lines) + f"\n\n<sub>{note}</sub>"}
