@@ -11,17 +11,17 @@ from dataclasses import dataclass
 import autograd.numpy as anp
 import numpy as np
 from autograd import make_vjp
-from autograd.extend import defvjp_argnums, primitive
 from autograd.tracer import getval
 
 from . import inputs, methods, validate
 from .adam_rule import AdamFormat, AdamSchedule
 from .methods.checkpointed import problem_rule
 from .methods.unrolled import unroll
+from .primitive import MethodCall, training_primitive
 from .problem import Problem
 
 ADAM_METHODS = ("exact", "unrolled", "checkpointed", "truncated", "drmad", "forward", "es", "pes")
-_ARG_NAMES = ("w0", "alphas", "beta1s", "beta2s", "eps", "weight_decay", "meta")
+_adam_flat = training_primitive(("w0", "alphas", "beta1s", "beta2s", "eps", "weight_decay", "meta"))
 
 
 @dataclass
@@ -75,10 +75,7 @@ def adam(train_loss, w0, alphas, beta1s, beta2s, meta=None, *, eps=1e-8, weight_
         raise ValueError(f"method {method!r} does not support Adam; choose one of "
                          f"{list(ADAM_METHODS)}")
     m = methods.get(method)
-    if not m.traced:
-        _check_options(m, options)
-    elif options:
-        raise ValueError(f"method {method!r} does not take option(s) {sorted(options)}")
+    methods.check_options(m.name, options, m.option_names())
     validate.function(train_loss, "train_loss", " train_loss(w, meta, t) -> scalar")
     stats = validate.stats_dict(stats)
     params = inputs.parameters(w0, meta)
@@ -118,46 +115,8 @@ def adam(train_loss, w0, alphas, beta1s, beta2s, meta=None, *, eps=1e-8, weight_
         stats["forward_seconds"] = time.perf_counter() - t0
     else:
         w_T = _adam_flat(params.w0, alphas2, b1, b2, eps_g, wd2, params.meta,
-                         _Context(m, problem, options, stats))
+                         MethodCall(m, problem, options, stats))
     return params.unflatten(w_T)
-
-
-class _Context:
-    def __init__(self, method, problem, options, stats):
-        self.method, self.problem, self.options, self.stats = method, problem, options, stats
-        self.backward = None
-
-
-@primitive
-def _adam_flat(w0, alphas, beta1s, beta2s, eps, weight_decay, meta, ctx):
-    w_T, ctx.backward = ctx.method.run(ctx.problem, ctx.stats, **ctx.options)
-    return np.asarray(w_T, dtype=np.float64)
-
-
-def _adam_vjp_maker(argnums, ans, args, kwargs):
-    ctx = args[7]
-    wanted = [_ARG_NAMES[i] for i in argnums]
-
-    def vjp(g):
-        cot = ctx.backward(np.asarray(g, dtype=np.float64))
-        return tuple(np.zeros(np.shape(args[i])) if cot.get(name) is None
-                     else np.reshape(cot[name], np.shape(args[i]))
-                     for name, i in zip(wanted, argnums))
-
-    return vjp
-
-
-defvjp_argnums(_adam_flat, _adam_vjp_maker)
-
-
-def _check_options(method, options):
-    import inspect
-    params = inspect.signature(method.run).parameters
-    allowed = [name for name in params if name not in ("problem", "stats")]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ValueError(f"method {method.name!r} does not take option(s) {unknown}; "
-                         f"its options are {allowed or 'none'}")
 
 
 def _per_group(x, G, name):

@@ -1,15 +1,12 @@
 """``reversible.sgd``: SGD with momentum as an autograd primitive whose VJP is a hypergradient method."""
 
-import inspect
 import time
-
-import numpy as np
-from autograd.extend import defvjp_argnums, primitive
 
 from . import methods
 from .inputs import sgd_inputs
+from .primitive import MethodCall, training_primitive
 
-_ARG_NAMES = ("w0", "v0", "alphas", "betas", "meta")
+_sgd_flat = training_primitive(("w0", "v0", "alphas", "betas", "meta"))
 FIXED_POINT_METHODS = ("exact", "drmad")     # the methods whose training runs at frac_bits
 
 
@@ -50,7 +47,7 @@ def sgd(train_loss, w0, alphas, betas, meta=None, *, v0=None, method="exact", fr
     ``first_step_rounding``, ...).
     """
     m = methods.get(method)
-    _check_options(m, options)
+    methods.check_options(m.name, options, m.option_names())
     inp = sgd_inputs(train_loss, w0, alphas, betas, meta, v0=v0, frac_bits=frac_bits,
                      kernel=kernel, progress=progress, hvp=hvp, stats=stats,
                      fixed_point=method in FIXED_POINT_METHODS)
@@ -64,58 +61,6 @@ def sgd(train_loss, w0, alphas, betas, meta=None, *, v0=None, method="exact", fr
         stats["forward_seconds"] = time.perf_counter() - t0
     else:
         w_T = _sgd_flat(params.w0, params.v0, inp.alphas, inp.betas, params.meta,
-                        _Context(m, problem, options, stats))
+                        MethodCall(m, problem, options, stats))
     return params.unflatten(w_T)
 
-
-class _Context:
-    """Static (non-differentiable) argument of the primitive: method, problem, stats."""
-
-    def __init__(self, method, problem, options, stats):
-        self.method, self.problem, self.options, self.stats = method, problem, options, stats
-        self.backward = None
-
-
-@primitive
-def _sgd_flat(w0, v0, alphas, betas, meta, ctx):
-    w_T, ctx.backward = ctx.method.run(ctx.problem, ctx.stats, **ctx.options)
-    if ctx.problem.first_step_rounding is not None:
-        ctx.stats["first_step_rounding"] = ctx.problem.first_step_rounding
-    return np.asarray(w_T, dtype=np.float64)
-
-
-def _sgd_vjp_maker(argnums, ans, args, kwargs):
-    ctx = args[5]
-    wanted = [_ARG_NAMES[i] for i in argnums]
-    blind = [name for name in wanted if name in ctx.method.blind_to]
-    if blind and len(blind) == len(wanted):
-        raise ValueError(
-            f"method {ctx.method.name!r} cannot see {', '.join(blind)}: its hypergradient with "
-            f"respect to them is zero by construction. Use method='exact' for these, or also "
-            "differentiate with respect to a hyperparameter it does see")
-
-    def vjp(g):
-        cot = ctx.backward(np.asarray(g, dtype=np.float64))
-        out = []
-        for name, i in zip(wanted, argnums):
-            c = cot.get(name)
-            out.append(np.zeros(np.shape(args[i])) if c is None else np.reshape(c, np.shape(args[i])))
-        return tuple(out)
-
-    return vjp
-
-
-defvjp_argnums(_sgd_flat, _sgd_vjp_maker)
-
-
-def _check_options(method, options):
-    """Unknown keyword options for a method are a ValueError listing the ones it takes."""
-    params = inspect.signature(method.run).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return
-    fixed = {"problem", "stats", "w0", "v0", "alphas", "betas", "meta"}
-    allowed = [name for name in params if name not in fixed]
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ValueError(f"method {method.name!r} does not take option(s) {unknown}; "
-                         f"its options are {allowed or 'none'}")

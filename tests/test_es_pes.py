@@ -325,3 +325,12 @@ def test_adam_other_hyperparameters_are_nan_and_momenta_cannot_be_perturbed():
     assert np.all(np.isnan(g))
     with pytest.raises(ValueError, match="only alphas and meta"):
         adam_objective(ADAM_ALPHAS, META, method="es", sigma={"betas": 0.01}, particles=4)
+
+
+def test_adam_initial_weights_alone_are_refused_as_under_sgd():
+    def f(w0):
+        return anp.dot(DW, reversible.adam(loss, w0, ADAM_ALPHAS, np.full(T, 0.9),
+                                           np.full(T, 0.999), META, method="es", sigma=0.01,
+                                           particles=4))
+    with pytest.raises(ValueError, match="cannot see w0"):
+        grad(f)(W0)

@@ -14,6 +14,7 @@ A method is registered with :func:`register` and has one of two forms:
 hypergradients are zero by construction).
 """
 
+import inspect
 from dataclasses import dataclass, field
 
 HYPER_KINDS = ("w0", "v0", "alphas", "betas", "meta")
@@ -26,6 +27,28 @@ class Method:
     traced: bool = False
     blind_to: tuple = ()
     doc: str = field(default="", repr=False)
+
+    def option_names(self):
+        """The keyword options ``run`` takes (its problem, stats and hyperparameters excluded)."""
+        fixed = {"problem", "stats", *HYPER_KINDS}
+        return [name for name in inspect.signature(self.run).parameters if name not in fixed]
+
+    def check_sees(self, wanted):
+        """Refuse a VJP asked only for hyperparameters this method is blind to (zero by construction)."""
+        blind = [name for name in wanted if name in self.blind_to]
+        if blind and len(blind) == len(wanted):
+            raise ValueError(
+                f"method {self.name!r} cannot see {', '.join(blind)}: its hypergradient with "
+                "respect to them is zero by construction. Use method='exact' for these, or also "
+                "differentiate with respect to a hyperparameter it does see")
+
+
+def check_options(name, options, allowed):
+    """Unknown keyword options for method ``name`` are a ValueError listing the ones it takes."""
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"method {name!r} does not take option(s) {unknown}; its options are "
+                         f"{allowed or 'none'}")
 
 
 _METHODS = {}

@@ -19,8 +19,8 @@ from ..adam_api import ADAM_METHODS, AdamProblem
 from ..adam_rule import AdamFormat
 from .problem import TorchDerivatives, as_numpy
 from .sgd import AUTOGRAD_ONLY
-from .training import (CpuRun, TrainingRun, check_options, host_copy, host_values, needs_graph,
-                       option_names, prepare, schedule_tensor, straight_through_beta,
+from .training import (CpuRun, TrainingRun, host_copy, host_values, needs_graph,
+                       prepare, schedule_tensor, straight_through_beta,
                        unrolled_gradient)
 
 KINDS = ("w0", "alphas", "beta1s", "beta2s", "eps", "weight_decay", "meta")
@@ -67,7 +67,7 @@ def adam(train_loss, params0, alphas, beta1s, beta2s, meta=None, *, eps=1e-8, we
         raise ValueError("exact Adam runs on CPU tensors (the CUDA kernels implement SGD with "
                          "momentum); use method='unrolled' on CUDA, or rt.sgd")
     m = methods.get(method)
-    check_options(method, options, [] if method == "unrolled" else option_names(m))
+    methods.check_options(method, options, m.option_names())
     stats.update(method=method, rule="adam", T=T, N=tree.size, groups=G, device=str(device),
                  hvp=prep.derivs.hvp)
     prep.check_step0(check_determinism)

@@ -16,6 +16,7 @@ import contextlib
 import torch
 
 from ..buffer import effective_beta
+from .. import methods
 from ..errors import ReversibilityError
 from ..resolution import check_first_step
 from . import determinism
@@ -49,8 +50,7 @@ def gpu_module():
 class CudaRun:
     """Exact training of a CUDA model on :func:`reversible.gpu.sgd`; ``backward`` reverses it."""
 
-    name = "exact"
-    blind_to = ()
+    method = methods.get("exact")           # what the CUDA path runs (it sees every kind)
 
     def __init__(self, derivs, w0, v0, schedule, betas, meta, frac_bits, group_index, stats, check,
                  check_every, progress, backend=None):

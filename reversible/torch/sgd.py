@@ -19,7 +19,7 @@ from ..api import FIXED_POINT_METHODS
 from ..fixedpoint import DEFAULT_FRAC_BITS, check_frac_bits
 from ..trajectory import Schedule
 from .problem import TorchProblem, as_numpy
-from .training import (CpuRun, TrainingRun, check_options, host_copy, needs_graph, option_names,
+from .training import (CpuRun, TrainingRun, host_copy, needs_graph,
                        prepare, schedule_tensor, straight_through_beta, unrolled_gradient)
 
 # methods that differentiate the update with autograd (NumPy), not through the Problem's callables
@@ -102,7 +102,7 @@ def _method(name, options, on_gpu):
     """The registered method ``name``, checked to work here with these ``options``."""
     m = methods.get(name)                           # unknown names: ValueError listing them
     if name == "unrolled":
-        check_options(name, options, [])
+        methods.check_options(name, options, [])
         return m
     if on_gpu and name != "exact":
         raise ValueError(f"method {name!r} runs on CPU tensors only; on CUDA use method='exact' "
@@ -112,7 +112,7 @@ def _method(name, options, on_gpu):
         raise ValueError(f"method {name!r} differentiates the training loop with autograd "
                          "(NumPy), which cannot see a PyTorch loss; use method='exact' or "
                          "'unrolled' (or 'checkpointed' for a float64 reference)")
-    check_options(name, options, ["check"] if on_gpu else option_names(m))
+    methods.check_options(name, options, ["check"] if on_gpu else m.option_names())
     return m
 
 

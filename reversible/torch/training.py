@@ -12,7 +12,6 @@
   the PyTorch reference loops (``method="unrolled"``).
 """
 
-import inspect
 import time
 from dataclasses import dataclass
 
@@ -115,26 +114,11 @@ def host_copy(x):
     return np.ascontiguousarray(x.detach().to("cpu", torch.float64).numpy())
 
 
-def option_names(method):
-    """The keyword options of a registered method's ``run``."""
-    params = inspect.signature(method.run).parameters
-    fixed = {"problem", "stats", "w0", "v0", "alphas", "betas", "meta"}
-    return [name for name in params if name not in fixed]
-
-
-def check_options(name, options, allowed):
-    unknown = sorted(set(options) - set(allowed))
-    if unknown:
-        raise ValueError(f"method {name!r} does not take option(s) {unknown}; its options are "
-                         f"{allowed or 'none'}")
-
-
 class CpuRun:
     """A registered method on CPU tensors: forward trains, ``backward(dw)`` returns cotangents."""
 
     def __init__(self, method, problem, options, stats):
         self.method, self.problem, self.options, self.stats = method, problem, options, stats
-        self.name, self.blind_to = method.name, method.blind_to
         self._backward = None
 
     def forward(self):
@@ -172,12 +156,7 @@ class TrainingRun(torch.autograd.Function):
     def backward(ctx, dw):
         run, needs = ctx.run, ctx.needs_input_grad[2:]
         wanted = [k for k, need in zip(ctx.kinds, needs) if need]
-        blind = [k for k in wanted if k in run.blind_to]
-        if blind and len(blind) == len(wanted):
-            raise ValueError(
-                f"method {run.name!r} cannot see {', '.join(blind)}: its hypergradient with "
-                "respect to them is zero by construction. Use method='exact' for these, or also "
-                "differentiate with respect to a hyperparameter it does see")
+        run.method.check_sees(wanted)
         cot = run.backward(dw)
         out = [None, None]
         for name, need, x in zip(ctx.kinds, needs, ctx.like):
