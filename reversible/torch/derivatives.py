@@ -122,16 +122,7 @@ class LossDerivatives:
     def grad_then_hvp(self, w, meta, t, vector):
         """``(g, H_ww u, H_meta,w u or None)`` with ``u = vector(g)``: one taped gradient and one
         backward pass through it (the vector of Adam's adjoint is built from ``g``)."""
-        leaves = [x.detach().requires_grad_() for x in self.tree.views(w)]
-        mleaves = self._meta_leaves(meta)
-        if mleaves is not None:
-            mleaves = [x.detach().requires_grad_() for x in mleaves]
-        inputs = leaves + (mleaves or [])
-        with torch.enable_grad():
-            loss = self._loss_of(t, mleaves)(leaves)
-            g = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True,
-                                    materialize_grads=True)
-            g_flat = self._flat([x.detach() for x in g], w, self.tree)
+        def check_primal(g_flat):
             if "grad_then_hvp" not in self._checked_primal:
                 self._checked_primal.add("grad_then_hvp")
                 if not torch.equal(g_flat, self.grad(w, meta, t)):
@@ -139,12 +130,9 @@ class LossDerivatives:
                         "the gradient taped for the Hessian-vector product differs in its last "
                         f"bits from the plain gradient at step {t}; exact reversal needs them "
                         "equal. " + determinism.settings_advice(w.device))
-            u = vector(g_flat)
-            h = torch.autograd.grad(g, inputs, self.tree.views(u), allow_unused=True,
-                                    materialize_grads=True)
-        n = len(leaves)
-        hm = None if mleaves is None else self._flat(h[n:], w, self.meta_tree)
-        return g_flat, self._flat(h[:n], w, self.tree), hm
+            return vector(g_flat)
+
+        return self._double_backward(w, meta, t, check_primal)
 
     def _next_trial(self):
         """Under ``"auto"``: the next mode to try (round robin, twice each), then the fastest."""
@@ -191,6 +179,10 @@ class LossDerivatives:
                 self._flat(hm, w, self.meta_tree))
 
     def _vjp_double(self, w, meta, t, u):
+        return self._double_backward(w, meta, t, lambda g_flat: u)
+
+    def _double_backward(self, w, meta, t, vector):
+        """A taped gradient, then one backward pass through it along ``vector(g)``."""
         leaves = [x.detach().requires_grad_() for x in self.tree.views(w)]
         mleaves = self._meta_leaves(meta)
         if mleaves is not None:
@@ -200,11 +192,12 @@ class LossDerivatives:
             loss = self._loss_of(t, mleaves)(leaves)
             g = torch.autograd.grad(loss, leaves, create_graph=True, allow_unused=True,
                                     materialize_grads=True)
-            h = torch.autograd.grad(g, inputs, self.tree.views(u), allow_unused=True,
+            g_flat = self._flat([x.detach() for x in g], w, self.tree)
+            h = torch.autograd.grad(g, inputs, self.tree.views(vector(g_flat)), allow_unused=True,
                                     materialize_grads=True)
         n = len(leaves)
         hm = None if mleaves is None else self._flat(h[n:], w, self.meta_tree)
-        return self._flat([x.detach() for x in g], w, self.tree), self._flat(h[:n], w, self.tree), hm
+        return g_flat, self._flat(h[:n], w, self.tree), hm
 
 
 def _remembered(train_loss):
