@@ -28,3 +28,16 @@ def shared_data():
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(scope="session")
+def emu():
+    """The CPU emulation of the CUDA kernels (built once per session); skips where it cannot
+    be built."""
+    from _gpu_import import load_gpu
+    load_gpu()
+    from reversible.gpu import emulate
+    try:
+        return emulate.backend(sms=1)
+    except RuntimeError as err:
+        pytest.skip(str(err))

@@ -22,16 +22,8 @@ from reversible.trajectory import Schedule, forward, reverse
 
 
 rgpu = load_gpu()
-from reversible.gpu import emulate, engine, selfcheck  # noqa: E402
+from reversible.gpu import engine, selfcheck  # noqa: E402
 from reversible.gpu.mlp import MLP  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def emu():
-    try:
-        return emulate.backend(sms=1)
-    except RuntimeError as err:
-        pytest.skip(str(err))
 
 
 # ------------------------------------------------------------------ imports

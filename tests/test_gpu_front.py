@@ -12,15 +12,6 @@ import reversible
 from reversible import ReversibilityError
 
 rgpu = load_gpu()
-from reversible.gpu import emulate  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def emu():
-    try:
-        return emulate.backend(sms=1)
-    except RuntimeError as err:
-        pytest.skip(str(err))
 
 
 def _quadratic():
