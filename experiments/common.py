@@ -94,9 +94,11 @@ def _check_name(name):
 def save_results(out_dir, name, json_dict, arrays=None):
     """Write ``out_dir/name.json`` (and ``out_dir/name.npz`` if ``arrays``); return the JSON path.
 
-    Files are written to a temporary name and renamed, so a reader never sees
-    half a file.
+    Each file is written under a unique temporary name and renamed
+    (:func:`reversible.atomic.atomic_write`), so a reader never sees half a file
+    and two runs writing the same folder never share a temporary file.
     """
+    from reversible.atomic import atomic_write
     _check_name(name)
     out = pathlib.Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -104,14 +106,57 @@ def save_results(out_dir, name, json_dict, arrays=None):
         bad = [k for k, v in arrays.items() if np.asarray(v).dtype == object]
         if bad:
             raise ValueError(f"arrays {bad} have dtype object; save numeric arrays only")
-        tmp = out / f".{name}.tmp.npz"
-        np.savez_compressed(tmp, **{k: np.asarray(v) for k, v in arrays.items()})
-        os.replace(tmp, out / f"{name}.npz")
+        atomic_write(out / f"{name}.npz", lambda fh: np.savez_compressed(
+            fh, **{k: np.asarray(v) for k, v in arrays.items()}))
     path = out / f"{name}.json"
-    tmp = out / f".{name}.tmp.json"
-    tmp.write_text(json.dumps(to_jsonable(json_dict), indent=1))
-    os.replace(tmp, path)
+    text = json.dumps(to_jsonable(json_dict), indent=1)
+    atomic_write(path, lambda fh: fh.write(text), mode="w")
     return path
+
+
+def timed_with_peak_memory(fn, interval=0.002):
+    """``(value, seconds, peak MiB)`` of one call ``fn()``: wall time, and the peak growth of
+    the process's resident memory over its value before the call, sampled every
+    ``interval`` seconds by a thread (Linux ``/proc/self/statm``; ``None`` elsewhere).
+
+    One run gives both numbers (a traced second run would double a long experiment);
+    allocations that live shorter than the interval can be missed, so the peak is a
+    lower bound of what the call touched beyond what the process already held.
+    """
+    import threading
+    import time
+    page = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+    def rss():
+        try:
+            with open("/proc/self/statm") as fh:
+                return int(fh.read().split()[1]) * page
+        except OSError:
+            return None
+
+    base = rss()
+    peak = [base]
+    done = threading.Event()
+
+    def sample():
+        while not done.wait(interval):
+            peak[0] = max(peak[0], rss())
+
+    sampler = threading.Thread(target=sample, daemon=True) if base is not None else None
+    if sampler is not None:
+        sampler.start()
+    t0 = time.perf_counter()
+    try:
+        value = fn()
+    finally:
+        seconds = time.perf_counter() - t0
+        done.set()
+        if sampler is not None:
+            sampler.join()
+    if base is None:
+        return value, seconds, None
+    peak[0] = max(peak[0], rss())
+    return value, seconds, (peak[0] - base) / 2 ** 20
 
 
 def load_results(out_dir, name):

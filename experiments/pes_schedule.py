@@ -21,7 +21,8 @@ The meta-objective is the validation loss of ``w_T``.  Estimators of
 
 Outputs: the meta-loss surface over theta (a grid, trained as one stacked
 run), the exact hypergradient on a coarser grid, meta-optimisation
-trajectories (Adam on theta) per estimator, and a graded table versus ``T``
+trajectories (Adam on theta) per estimator and for PES run online (a theta
+update per truncation, as in the paper), and a graded table versus ``T``
 (cosine and norm ratio against exact and against smoothed, time and peak
 memory per estimate).  Deviations from the paper are listed in
 ``DEVIATIONS`` and written to the JSON.
@@ -30,13 +31,12 @@ memory per estimate).  Deviations from the paper are listed in
 """
 
 import time
-import tracemalloc
 
 import autograd.numpy as anp
 import numpy as np
 from autograd import grad
 
-from experiments.common import parse_experiment_args, save_results
+from experiments.common import parse_experiment_args, save_results, timed_with_peak_memory
 
 NAME = "pes_schedule"
 DECAY_SCALE = 5000.0
@@ -46,9 +46,14 @@ THETA0 = (float(np.log(0.003 / (1 - MOMENTUM))), float(np.log(30.0)))
 DEVIATIONS = [
     "meta-objective: validation NLL of the final weights w_T (the paper: sum of training "
     "losses over the unroll); the exact hypergradient is of a function of w_T",
-    "estimates are of the full-horizon gradient at fixed theta; PES here is its terminal-loss "
-    "estimate over truncations (online PES, one theta update per truncation, is "
-    "reversible.online.PersistentES and is not used for the trajectories)",
+    "graded estimates are of the full-horizon gradient at fixed theta; PES there is its "
+    "terminal-loss estimate over truncations. The 'pes_online' trajectory is PES as the paper "
+    "runs it (a theta update after every truncation), whose objective is the sum of the "
+    "validation losses at the truncation ends over an episode, not the final loss alone",
+    "trajectories use fewer ES / PES particles and smoothing samples than the graded table "
+    "(see 'traj_particles', 'traj_smoothed_samples') and the surface's horizon 'surface_T'",
+    "peak memory is the growth of the process's resident memory during the one timed run "
+    "(sampled every 2 ms), not a separate traced run",
     "momentum convention v <- b v - (1 - b) g, w <- w + alpha v: the paper's initial rate 0.003 "
     "is alpha0 = 0.03 here (b = 0.9)",
     "data: MNIST's 10k test images split into train/validation (or the bundled 8x8 digits); "
@@ -63,6 +68,52 @@ def schedule(theta, T):
     return anp.exp(theta[0]) / (1.0 + t / DECAY_SCALE) ** anp.exp(theta[1])
 
 
+class StackedMLPGradient:
+    """The minibatch NLL gradient of a tanh MLP for particles stacked as rows of ``W``.
+
+    The same numbers as the task's ``train_loss`` differentiated by autograd one
+    particle at a time (the flat layout is ``[W1, b1, W2, b2, ...]`` raveled, as
+    :class:`reversible.structure.Structure` lays out ``init_mlp``'s list), in a
+    few batched matrix products: ES and PES train 100 particles in one pass.
+    """
+
+    def __init__(self, data, layer_sizes, batch_size, seed):
+        from reversible.models import mlp_shapes
+        self.X, self.y = np.asarray(data.X, float), np.asarray(data.y)
+        self.batch_size, self.seed = batch_size, seed
+        self.shapes = mlp_shapes(layer_sizes)
+        self.offsets = np.cumsum([0] + [int(np.prod(s)) for s in self.shapes])
+
+    def __call__(self, W, metas, t):
+        from reversible.data import batch_indices
+        idx = batch_indices(len(self.X), self.batch_size, self.seed, int(t), True)
+        X, y = self.X[idx], self.y[idx]
+        P, B = W.shape[0], len(idx)
+        params = [W[:, a:b].reshape((P,) + s)
+                  for a, b, s in zip(self.offsets[:-1], self.offsets[1:], self.shapes)]
+        L = len(params) // 2
+        hs = [X]                                        # layer inputs; X is shared (B, d)
+        for k in range(L):
+            a = np.matmul(hs[-1], params[2 * k]) + params[2 * k + 1][:, None, :]
+            hs.append(np.tanh(a) if k < L - 1 else a)
+        z = hs[-1] - hs[-1].max(axis=2, keepdims=True)
+        p = np.exp(z)
+        delta = p / p.sum(axis=2, keepdims=True)        # d mean NLL / d logits
+        delta[:, np.arange(B), y] -= 1.0
+        delta /= B
+        out = np.empty_like(W)
+        for k in reversed(range(L)):
+            h = hs[k]
+            hT = h.T if h.ndim == 2 else np.swapaxes(h, 1, 2)
+            gW = np.matmul(hT, delta)
+            a, b = self.offsets[2 * k], self.offsets[2 * k + 1]
+            out[:, a:b] = gW.reshape(P, -1)
+            out[:, b:self.offsets[2 * k + 2]] = delta.sum(axis=1)
+            if k:
+                delta = np.matmul(delta, np.swapaxes(params[2 * k], 1, 2)) * (1.0 - h * h)
+        return out
+
+
 class Task:
     """The LR-schedule task at one horizon: losses, problem and the estimators of d f / d theta."""
 
@@ -74,9 +125,11 @@ class Task:
         self.layer_sizes = [data.d] + list(hidden) + [data.n_classes]
         self.train_loss = models.make_train_loss(train, self.layer_sizes, batch_size, seed=seed)
         self.w0 = models.init_mlp(self.layer_sizes, scale=0.1, seed=seed)
+        self.stacked_grad = StackedMLPGradient(train, self.layer_sizes, batch_size, seed)
         self.T = int(T)
         self.betas = np.full(self.T, MOMENTUM)
         self._problem = None
+        self.last_standard_error = None          # of the last ES / PES estimate
 
     def val_loss(self, w):
         from reversible.models import nll
@@ -117,7 +170,8 @@ class Task:
         alphas = np.zeros((self.T, P, p.G))
         alphas[start:stop] = alphas_rows.T[:, :, None]
         betas = np.broadcast_to(p.effective_betas()[:, None, :], (self.T, P, p.G))
-        return train_particles(p, alphas, betas, None, W, V, start, stop, "pes_schedule")
+        return train_particles(p, alphas, betas, None, W, V, start, stop, "pes_schedule",
+                               stacked_grad=self.stacked_grad)
 
     def losses(self, W):
         return np.array([float(self.val_loss(self._structure.unflatten(w))) for w in W])
@@ -170,21 +224,29 @@ class Task:
         return samples.mean(axis=0)
 
 
-def estimators(args):
-    """name -> (function(task, theta, seed) -> gradient)."""
+def estimators(args, particles=None, smoothed_samples=None):
+    """name -> (function(task, theta, seed) -> gradient); ``particles`` / ``smoothed_samples``
+    default to the graded table's ``--particles`` / ``--smoothed-samples``."""
     from reversible.smoothed import smoothed_gradient
+    P = args.particles if particles is None else particles
+    S = args.smoothed_samples if smoothed_samples is None else smoothed_samples
     return {
         "exact": lambda task, th, seed: task.gradient(th, "exact"),
         "smoothed": lambda task, th, seed: smoothed_gradient(
-            lambda x: task.gradient(x, "exact"), th, args.sigma, args.smoothed_samples,
-            seed).mean,
-        "es": lambda task, th, seed: task.es(th, args.sigma, args.particles, seed),
-        "pes": lambda task, th, seed: task.es(th, args.sigma, args.particles, seed,
-                                              K=min(args.pes_K, task.T)),
+            lambda x: task.gradient(x, "exact"), th, args.sigma, S, seed),
+        "es": lambda task, th, seed: task.es(th, args.sigma, P, seed),
+        "pes": lambda task, th, seed: task.es(th, args.sigma, P, seed, K=min(args.pes_K, task.T)),
         "truncated10": lambda task, th, seed: task.gradient(th, "truncated", K=min(10, task.T)),
         "truncated100": lambda task, th, seed: task.gradient(th, "truncated", K=min(100, task.T)),
         "drmad": lambda task, th, seed: task.gradient(th, "drmad"),
     }
+
+
+def _value_and_error(task, out):
+    """An estimator's gradient and standard error (the smoothed one returns both at once)."""
+    if hasattr(out, "standard_error"):
+        return np.asarray(out.mean, float), out.standard_error
+    return np.asarray(out, float), task.last_standard_error
 
 
 def grade(g, ref):
@@ -195,36 +257,21 @@ def grade(g, ref):
 
 
 def graded_table(args, data):
-    from reversible.smoothed import smoothed_gradient
+    """Every estimator at ``THETA0`` for each horizon, graded against exact and smoothed; time
+    and peak memory come from the same single run of each (see ``timed_with_peak_memory``)."""
     est = estimators(args)
     rows = []
     for T in args.T:
         task = Task(data, T, args.hidden, args.batch_size, args.n_val, args.seed)
         theta = np.array(THETA0)
         task.gradient(theta, "exact")                         # warm-up (imports, JIT)
+        task.es(theta, args.sigma, 2, args.seed, K=min(args.pes_K, T))
         grads, times, peaks, errors = {}, {}, {}, {}
         for name, fn in est.items():
-            if name == "smoothed":
-                t0 = time.perf_counter()
-                sm = smoothed_gradient(lambda x: task.gradient(x, "exact"), theta, args.sigma,
-                                       args.smoothed_samples, args.seed)
-                times[name] = time.perf_counter() - t0
-                grads[name], errors[name] = sm.mean, sm.standard_error
-                peaks[name] = None
-                continue
-            t0 = time.perf_counter()
             task.last_standard_error = None
-            grads[name] = fn(task, theta, args.seed)
-            times[name] = time.perf_counter() - t0
-            errors[name] = task.last_standard_error
-            peaks[name] = None
-            if args.memory:
-                tracemalloc.start()
-                try:
-                    fn(task, theta, args.seed)
-                    peaks[name] = tracemalloc.get_traced_memory()[1] / 2 ** 20
-                finally:
-                    tracemalloc.stop()
+            out, times[name], peaks[name] = timed_with_peak_memory(
+                lambda: fn(task, theta, args.seed))
+            grads[name], errors[name] = _value_and_error(task, out)
         for name in est:
             rows.append({"T": T, "estimator": name, "gradient": grads[name],
                          "standard_error": errors.get(name),
@@ -259,28 +306,72 @@ def surface_and_field(args, data, T):
             "field_log_decay": fd, "field": field}
 
 
+def _adam(state, g, lr, k):
+    """One Adam step on theta (``state``: theta, m, v); ``k`` counts from 0."""
+    theta, m, v = state
+    m = 0.9 * m + 0.1 * g
+    v = 0.999 * v + 0.001 * g * g
+    theta = theta - lr * (m / (1 - 0.9 ** (k + 1))) / (np.sqrt(v / (1 - 0.999 ** (k + 1))) + 1e-8)
+    return theta, m, v
+
+
 def trajectories(args, data, T):
+    """Adam on theta from ``THETA0``, one full-horizon estimate per meta-step, per estimator
+    (ES / PES with ``--traj-particles``, smoothed with ``--traj-smoothed-samples``), plus
+    PES online (:func:`online_pes`); each path's losses come from one stacked run."""
     task = Task(data, T, args.hidden, args.batch_size, args.n_val, args.seed)
     from tqdm.auto import tqdm
     out = {}
-    for name, fn in tqdm(list(estimators(args).items()), desc="trajectories", disable=args.quick):
-        theta = np.array(THETA0)
-        m, v = np.zeros(2), np.zeros(2)
-        path, losses = [theta.copy()], []
+    est = estimators(args, args.traj_particles, args.traj_smoothed_samples)
+    for name, fn in tqdm(list(est.items()), desc="trajectories", disable=args.quick):
+        state = (np.array(THETA0), np.zeros(2), np.zeros(2))
+        path = [state[0].copy()]
         for k in range(args.meta_steps):
-            g = fn(task, theta, args.seed + 1000 * k)
+            g, _ = _value_and_error(task, fn(task, state[0], args.seed + 1000 * k))
             if not np.all(np.isfinite(g)):
                 break
-            m = 0.9 * m + 0.1 * g
-            v = 0.999 * v + 0.001 * g * g
-            theta = theta - args.meta_lr * (m / (1 - 0.9 ** (k + 1))) / (
-                np.sqrt(v / (1 - 0.999 ** (k + 1))) + 1e-8)
-            path.append(theta.copy())
-        for th in path:
-            with np.errstate(all="ignore"):
-                losses.append(float(task.f(th, "checkpointed")))
-        out[name] = {"theta": np.array(path), "loss": np.array(losses)}
+            state = _adam(state, g, args.meta_lr, k)
+            path.append(state[0].copy())
+        out[name] = {"theta": np.array(path)}
+    out["pes_online"] = online_pes(task, args)
+    for tr in out.values():
+        with np.errstate(all="ignore"):
+            tr["loss"] = task.surface(tr["theta"])
     return out
+
+
+def online_pes(task, args):
+    """PES as its paper uses it: particles persist across truncations of ``K`` steps, theta
+    takes an Adam step (``--online-meta-lr``) after every truncation, from the PES estimate
+    of that truncation's loss (validation loss at its end), and the particles restart from
+    ``w_0`` after each episode of ``T`` steps.  Its objective is thus the sum of those
+    losses over an episode, not the final loss alone (a deviation the JSON records)."""
+    from reversible.errors import NonFiniteError
+    T, K, sigma = task.T, min(args.pes_K, task.T), args.sigma
+    n = max(args.traj_particles // 2, 1)
+    rng = np.random.default_rng(args.seed)
+    state = (np.array(THETA0), np.zeros(2), np.zeros(2))
+    path, k = [state[0].copy()], 0
+    try:
+        for _ in range(args.online_episodes):
+            W = V = None
+            xi = np.zeros((n, 2))
+            for start in range(0, T, K):
+                stop = min(start + K, T)
+                eps = rng.standard_normal((n, 2))
+                xi += eps
+                th = np.concatenate([state[0] + sigma * eps, state[0] - sigma * eps])
+                rows = np.array([schedule(x, T)[start:stop] for x in th])
+                with np.errstate(all="ignore"):
+                    W, V = task.train_stack(rows, W, V, start, stop)
+                L = task.losses(W)
+                g = ((0.5 * (L[:n] - L[n:]))[:, None] * xi / sigma).mean(axis=0)
+                state = _adam(state, g, args.online_meta_lr, k)
+                k += 1
+                path.append(state[0].copy())
+    except NonFiniteError:                  # a particle diverged: the path ends there
+        pass
+    return {"theta": np.array(path), "updates_per_episode": -(-T // K)}
 
 
 def add_arguments(p):
@@ -309,8 +400,14 @@ def add_arguments(p):
     p.add_argument("--meta-steps", type=int, default=None, help="Adam steps per trajectory "
                    "(default 30; --quick 2)")
     p.add_argument("--meta-lr", type=float, default=0.1)
-    p.add_argument("--no-memory", dest="memory", action="store_false",
-                   help="skip the second, tracemalloc-traced run of each estimator")
+    p.add_argument("--traj-particles", type=int, default=None, help="ES / PES particles per "
+                   "trajectory step, online PES too (default 10; --quick 4)")
+    p.add_argument("--traj-smoothed-samples", type=int, default=None, help="exact "
+                   "hypergradients per smoothed trajectory step (default 4; --quick 2)")
+    p.add_argument("--online-episodes", type=int, default=None, help="episodes of T steps "
+                   "for online PES (default 3; --quick 1)")
+    p.add_argument("--online-meta-lr", type=float, default=0.01,
+                   help="Adam step on theta after each online-PES truncation")
 
 
 def resolve(args):
@@ -318,7 +415,9 @@ def resolve(args):
     defaults = {"T": [8, 24] if q else [100, 1000, 5000], "surface_T": 12 if q else 1000,
                 "hidden": [8] if q else [50], "n_val": 300 if q else 2000,
                 "particles": 4 if q else 100, "smoothed_samples": 2 if q else 16,
-                "grid": 3 if q else 25, "field": 2 if q else 7, "meta_steps": 2 if q else 30}
+                "grid": 3 if q else 25, "field": 2 if q else 7, "meta_steps": 2 if q else 30,
+                "traj_particles": 4 if q else 10, "traj_smoothed_samples": 2 if q else 4,
+                "online_episodes": 1 if q else 3}
     for k, v in defaults.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
@@ -350,11 +449,13 @@ def run(args):
     t_total = time.perf_counter() - t0
     settings = {k: getattr(args, k) for k in ("T", "surface_T", "hidden", "batch_size", "n_val",
                                               "sigma", "particles", "smoothed_samples", "pes_K",
-                                              "grid", "field", "meta_steps", "meta_lr", "quick")}
+                                              "grid", "field", "meta_steps", "meta_lr",
+                                              "traj_particles", "traj_smoothed_samples",
+                                              "online_episodes", "online_meta_lr", "quick")}
     meta = {"experiment": NAME, "settings": settings, "data": source, "n_examples": int(data.n),
             "theta0": THETA0, "momentum": MOMENTUM, "decay_scale": DECAY_SCALE,
             "deviations": DEVIATIONS, "table": table,
-            "trajectories": {k: {"theta": v["theta"], "loss": v["loss"]} for k, v in traj.items()},
+            "trajectories": traj,
             "seconds": {"table": t_table, "surface": t_surface, "total": t_total},
             "field_nonfinite": int(np.sum(~np.isfinite(surf["field"][..., 0])))}
     arrays = {k: v for k, v in surf.items()}
@@ -393,12 +494,9 @@ def tables(meta):
     data = "MNIST" if "mnist" in meta["data"].lower() else meta["data"]
     note = (f"{data} ({meta['n_examples']} images, {s['n_val']} for validation), "
             f"hidden {s['hidden']}, sigma {s['sigma']}, {s['particles']} ES/PES particles, PES K = "
-            f"{s['pes_K']}, smoothed reference from {s['smoothed_samples']} exact hypergradients"
+            f"{s['pes_K']}, smoothed reference from {s['smoothed_samples']} exact hypergradients; "
+            "seconds and peak resident-memory growth from the same single run of each estimate"
             f"{' (quick mode)' if s['quick'] else ''}; whole run {meta['seconds']['total']:.0f} s "
             "on a shared machine. Source: docs/results/pes_schedule.json, written by "
             "`python -m experiments.pes_schedule` with these settings.")
-    for extra in meta.get("extra_runs", []):      # rows added from a later run of the same settings
-        note += (f" Rows T = {', '.join(str(T) for T in extra['T'])}: a separate run of the same "
-                 f"settings ({extra['seconds']:.0f} s for the table{'' if extra['memory'] else ', no peak-memory pass'}): "
-                 f"`{extra['command']}`.")
     return {NAME: "\n".join(lines) + f"\n\n<sub>{note}</sub>"}

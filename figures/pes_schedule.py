@@ -34,7 +34,13 @@ def plot(results_dir, out_dir):
         ax.quiver(X, Y, -field[..., 0] / norm, -field[..., 1] / norm, color="w", width=0.004)
     for name, tr in meta["trajectories"].items():
         th = np.asarray(tr["theta"], dtype=float)
-        ax.plot(th[:, 0], th[:, 1], "-o", ms=2, label=name)
+        if name == "pes_online":            # one point per truncation: a line, episode ends marked
+            every = int(tr["updates_per_episode"])
+            line, = ax.plot(th[:, 0], th[:, 1], "-", lw=1, color="k",
+                            label=f"PES online ({len(th) - 1} updates)")
+            ax.plot(th[every::every, 0], th[every::every, 1], "kx", ms=5)
+        else:
+            ax.plot(th[:, 0], th[:, 1], "-o", ms=2, label=name)
     ax.plot(*meta["theta0"], "r*", ms=12)
     ax.set(xlabel="log initial learning rate", ylabel="log decay power",
            title=f"surface and -exact hypergradient direction (T={meta['settings']['surface_T']})")

@@ -696,3 +696,23 @@ JIT_OPTIONS = _JIT
 STATUS_EMPTIED = _EMPTIED
 quot32, floordivmod, refill_word, chunk_of = _quot32, _floordivmod, _refill, _chunk_of
 chunk_addresses, grow_buffer, check_buffer, block_layout = _mirror, _grow, _check_buffer, _layout
+
+
+# ------------------------------------------------------------------ stacked float particles
+@njit(parallel=True, **_JIT)
+def particles_momentum_step(W, V, G, alphas, betas, group_index):
+    """One float64 momentum step of stacked particles, in place and in one pass.
+
+    ``W, V, G``: ``(P, N)``; ``alphas, betas``: ``(P, num_groups)``.  Per element the
+    arithmetic of :func:`reversible.trajectory.momentum_step` (same operations, same
+    order), without the ``(P, N)`` temporaries and per-element schedule copies that
+    dominate a NumPy step at ES / PES particle counts.
+    """
+    P, N = W.shape
+    for p in prange(P):
+        for i in range(N):
+            k = group_index[i]
+            beta = betas[p, k]
+            v = beta * V[p, i] - (1.0 - beta) * G[p, i]
+            V[p, i] = v
+            W[p, i] = W[p, i] + alphas[p, k] * v

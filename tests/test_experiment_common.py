@@ -22,3 +22,21 @@ def test_save_results_rejects_object_arrays_and_bad_names(tmp_path):
         common.save_results(tmp_path, "../x", {})
     with pytest.raises(FileNotFoundError, match="experiments.missing"):
         common.load_results(tmp_path, "missing")
+
+
+def test_timed_with_peak_memory_sees_a_transient_allocation():
+    import sys
+    import time
+    from experiments.common import timed_with_peak_memory
+
+    def allocate():
+        a = np.ones(64 * 2 ** 20 // 8)          # 64 MiB, touched
+        time.sleep(0.05)
+        return float(a.sum())
+
+    value, seconds, peak = timed_with_peak_memory(allocate)
+    assert value == 64 * 2 ** 20 // 8 and seconds >= 0.05
+    if sys.platform.startswith("linux"):
+        assert 60 <= peak < 200
+        _, _, idle = timed_with_peak_memory(lambda: time.sleep(0.02))
+        assert idle < 8

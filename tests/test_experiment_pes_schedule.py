@@ -20,7 +20,13 @@ def test_pes_schedule_quick(tmp_path):
             assert r["vs_exact"]["cosine"] == pytest.approx(1.0)
         if r["estimator"] == "truncated100":        # K >= T: the full reverse pass
             assert r["vs_exact"]["cosine"] == pytest.approx(1.0, abs=1e-9)
-    assert all(len(tr["theta"]) == 3 for tr in meta["trajectories"].values())
+    traj = meta["trajectories"]
+    assert set(traj) == names | {"pes_online"}
+    assert all(len(tr["theta"]) == 3 and len(tr["loss"]) == 3 for name, tr in traj.items()
+               if name != "pes_online")          # theta0, then one per meta-step
+    online = traj["pes_online"]                  # one theta update per truncation (T 12, K 10)
+    assert online["updates_per_episode"] == 2 and len(online["theta"]) == 1 + 2
+    assert all(r["peak_mb"] is not None and r["peak_mb"] >= 0 for r in rows)
     with np.load(tmp_path / "pes_schedule.npz") as arr:
         loss = arr["loss"]                      # rows: log decay, columns: log learning rate
         assert loss.shape == (3, 3) and np.all(np.isfinite(loss))
@@ -28,3 +34,28 @@ def test_pes_schedule_quick(tmp_path):
         assert loss[:, -1].max() < loss[:, 0].min()
     paths = importlib.import_module("figures.pes_schedule").plot(tmp_path, tmp_path)
     assert all(p.stat().st_size > 1000 for p in paths)
+
+
+def test_the_batched_mlp_gradient_is_autograds_per_particle():
+    ps = importlib.import_module("experiments.pes_schedule")
+    from reversible import data as rdata
+    task = ps.Task(rdata.load_dataset("digits"), 5, [7, 6], 20, 300, 0)
+    p = task.problem()
+    W = p.w0 + 0.3 * np.random.default_rng(0).standard_normal((3, p.N))
+    for t in (0, 4):
+        ref = np.stack([p.grad(w, None, t) for w in W])
+        np.testing.assert_allclose(task.stacked_grad(W, None, t), ref, rtol=1e-12, atol=1e-15)
+
+
+def test_online_pes_updates_theta_after_every_truncation(tmp_path):
+    ps = importlib.import_module("experiments.pes_schedule")
+    from reversible import data as rdata
+    args = ps.resolve(ps.parse_experiment_args(ps.NAME, "", ps.add_arguments,
+                                               ["--quick", "--out", str(tmp_path), "--pes-K", "3",
+                                                "--online-episodes", "2"]))
+    task = ps.Task(rdata.load_dataset("digits"), 7, [4], 20, 300, 0)
+    out = ps.online_pes(task, args)
+    assert out["updates_per_episode"] == 3                 # truncations 3 + 3 + 1
+    theta = out["theta"]
+    assert theta.shape == (1 + 2 * 3, 2) and np.all(np.diff(theta, axis=0) != 0)
+    assert np.array_equal(theta, ps.online_pes(task, args)["theta"])     # seeded

@@ -49,7 +49,7 @@ import numpy as np
 from ..buffer import effective_beta
 from ..errors import NonFiniteError
 from . import register
-from .checkpointed import float_step, problem_rule
+from .checkpointed import problem_rule
 
 SCHEDULE_KINDS = ("alphas", "betas")
 PERTURBABLE = ("alphas", "betas", "meta")
@@ -123,20 +123,16 @@ def resolve_sigmas(problem, sigma, perturb, name):
 
 # ------------------------------------------------------------------ stacked particles
 class ParticleProblem:
-    """The problem seen by :func:`float_step` with particles stacked on a leading axis.
+    """The gradient of stacked particles ``W`` ``(P, N)``: a loop over particles (the
+    user's loss takes one weight vector) unless a batched
+    ``stacked_grad(W, metas, t) -> (P, N)`` is given."""
 
-    ``alphas`` is ``(T, P, G)``, ``meta`` ``(P, M)`` or None; ``grad`` loops over
-    particles (the user's loss takes one weight vector), everything else of the
-    step is elementwise on ``(P, N)``.
-    """
-
-    def __init__(self, problem, alphas, metas):
-        self.base, self.alphas, self.meta = problem, alphas, metas
-
-    def per_element(self, rows):
-        return rows[..., self.base.group_index]
+    def __init__(self, problem, stacked_grad=None):
+        self.base, self.stacked_grad = problem, stacked_grad
 
     def grad(self, W, metas, t):
+        if self.stacked_grad is not None:
+            return self.stacked_grad(W, metas, t)
         return np.stack([self.base.grad(W[p], None if metas is None else metas[p], t)
                          for p in range(W.shape[0])])
 
@@ -152,16 +148,23 @@ def _step_done(W, t, name, progress):
 
 
 def train_particles(problem, alphas, betas_eff, metas, W, V, t_start, t_stop, name="es",
-                    progress=None):
+                    progress=None, stacked_grad=None):
     """Float64 training of stacked particles over steps ``t_start .. t_stop-1``.
 
     ``W, V``: ``(P, N)``; ``alphas, betas_eff``: ``(T, P, G)`` (rows outside the
-    range are not read); ``metas``: ``(P, M)`` or None.  A non-finite weight
-    raises :class:`NonFiniteError` naming the step and the particle.
+    range are not read); ``metas``: ``(P, M)`` or None; ``stacked_grad``: an
+    optional batched gradient (see :class:`ParticleProblem`).  One compiled pass per
+    step updates all particles in place.  A non-finite
+    weight raises :class:`NonFiniteError` naming the step and the particle.
     """
-    stacked = ParticleProblem(problem, alphas, metas)
+    from ..numba_kernels import particles_momentum_step
+    stacked = ParticleProblem(problem, stacked_grad)
+    W, V = np.array(W, dtype=np.float64, order="C"), np.array(V, dtype=np.float64, order="C")
+    group_index = np.ascontiguousarray(problem.group_index, dtype=np.int64)
     for t in range(t_start, t_stop):
-        W, V = float_step(stacked, betas_eff, t, W, V)
+        g = np.ascontiguousarray(stacked.grad(W, metas, t), dtype=np.float64)
+        particles_momentum_step(W, V, g, np.ascontiguousarray(alphas[t], dtype=np.float64),
+                                np.ascontiguousarray(betas_eff[t], dtype=np.float64), group_index)
         _step_done(W, t, name, progress)
     return W, V
 
