@@ -259,6 +259,7 @@ def grade(g, ref):
 def graded_table(args, data):
     """Every estimator at ``THETA0`` for each horizon, graded against exact and smoothed; time
     and peak memory come from the same single run of each (see ``timed_with_peak_memory``)."""
+    from tqdm.auto import tqdm
     est = estimators(args)
     rows = []
     for T in args.T:
@@ -267,7 +268,7 @@ def graded_table(args, data):
         task.gradient(theta, "exact")                         # warm-up (imports, JIT)
         task.es(theta, args.sigma, 2, args.seed, K=min(args.pes_K, T))
         grads, times, peaks, errors = {}, {}, {}, {}
-        for name, fn in est.items():
+        for name, fn in tqdm(list(est.items()), desc=f"graded table, T={T}", disable=args.quick):
             task.last_standard_error = None
             out, times[name], peaks[name] = timed_with_peak_memory(
                 lambda: fn(task, theta, args.seed))
