@@ -19,8 +19,10 @@ Prints each figure against its target and writes JSON (``--out``, default
 (d) peak traced memory (``tracemalloc``) of ``method="exact"`` over
     ``method="unrolled"`` for the hypergradient of (b) at T = 1000.
 
-Times are CPU times of this process; contenders are interleaved and medians of
-repeats reported.  On a shared machine the numbers are indicative.
+Times are wall-clock by default (``--clock cpu`` for process CPU time, which
+counts every thread of a parallel kernel); contenders are interleaved with
+:func:`benchmarks.bench_engine.interleaved` and medians of repeats reported.
+On a shared machine the numbers are indicative.
 """
 
 import argparse
@@ -31,16 +33,13 @@ import tracemalloc
 
 import numpy as np
 
+from benchmarks.bench_engine import CLOCKS, clock, interleaved, set_clock
 from reversible import trajectory
 from reversible.adam_rule import AdamSchedule
 
 FULL = dict(a_N=10 ** 6, a_steps=12, a_rounds=3, b_T=300, b_reps=3, c_T=2000, c_N=500,
             d_T=1000)
 QUICK = dict(a_N=3 * 10 ** 4, a_steps=4, a_rounds=1, b_T=10, b_reps=1, c_T=200, c_N=100, d_T=15)
-
-
-def cpu():
-    return time.process_time()
 
 
 # ------------------------------------------------------------------- (a)
@@ -93,11 +92,11 @@ def bench_step(cfg):
             reps = steps if "numba" in name else max(2, steps // 3)
             tb, tc = [], []
             for t in range(reps):
-                t0 = cpu()
+                t0 = clock()
                 base(t)
-                t1 = cpu()
+                t1 = clock()
                 step(t)
-                t2 = cpu()
+                t2 = clock()
                 tb.append(t1 - t0)
                 tc.append(t2 - t1)
             ratios[name].append(float(np.median(tc) / np.median(tb)))
@@ -165,16 +164,17 @@ def second_order_bound(loss, w0, reps=20):
                                        weight_decay=one * 0)
     dl = grad(loss)
     u = np.random.default_rng(0).standard_normal(flat.size)
-    fns = {"grad": lambda t: dl(w0, None, t),
-           "grad_then_hvp": lambda t: prob.grad_then_hvp(flat, None, t, lambda g: u + g)}
-    times = {k: [] for k in fns}
-    for r in range(reps):
-        for k, f in fns.items():
-            t0 = cpu()
-            f(r)
-            times[k].append(cpu() - t0)
-    med = {k: float(np.median(v)) for k, v in times.items()}
-    return dict(seconds=med, bound=(med["grad"] + med["grad_then_hvp"]) / med["grad"] + 0.0,
+    step = [0]
+
+    def timed(f):
+        def run():
+            step[0] += 1
+            f(step[0] % 50)
+        return run
+    med, _ = interleaved({"grad": timed(lambda t: dl(w0, None, t)),
+                          "grad_then_hvp": timed(lambda t: prob.grad_then_hvp(
+                              flat, None, t, lambda g: u + g))}, reps)
+    return dict(seconds=med, bound=(med["grad"] + med["grad_then_hvp"]) / med["grad"],
                 note="forward: 1 grad; reverse: 1 grad_then_hvp (g and H u in one pass)")
 
 
@@ -183,15 +183,10 @@ def bench_mlp(cfg):
     loss, w0, a, b1, b2 = mlp_problem(T)
     hypergradient(loss, w0, a[:3], b1[:3], b2[:3], "exact")        # warm up (compile, caches)
     plain_adam(loss, w0, a[:3], b1[:3], b2[:3])
-    plain, exact = [], []
-    for _ in range(cfg["b_reps"]):
-        t0 = cpu()
-        plain_adam(loss, w0, a, b1, b2)
-        plain.append(cpu() - t0)
-        t0 = cpu()
-        hypergradient(loss, w0, a, b1, b2, "exact")
-        exact.append(cpu() - t0)
-    p, e = float(np.median(plain)), float(np.median(exact))
+    med, _ = interleaved({"plain": lambda: plain_adam(loss, w0, a, b1, b2),
+                          "exact": lambda: hypergradient(loss, w0, a, b1, b2, "exact")},
+                         cfg["b_reps"])
+    p, e = med["plain"], med["exact"]
     return dict(T=T, plain_seconds=p, exact_seconds=e, ratio=e / p,
                 second_order=second_order_bound(loss, w0))
 
@@ -265,9 +260,12 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (well under a minute)")
     parser.add_argument("--out", default="results/bench_adam.json")
+    parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                        help="wall-clock (default) or process CPU time")
     args = parser.parse_args(argv)
+    set_clock(args.clock)
     cfg = QUICK if args.quick else FULL
-    res = {"config": cfg, "quick": args.quick}
+    res = {"config": cfg, "quick": args.quick, "clock": args.clock}
     res["a"] = bench_step(cfg)
     res["b"] = bench_mlp(cfg)
     res["c"] = bench_bits(cfg)

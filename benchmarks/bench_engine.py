@@ -76,6 +76,11 @@ def clock():
     return _clock[0]()
 
 
+def set_clock(name):
+    """Time with ``name`` (a key of :data:`CLOCKS`) from now on; shared by the benchmarks."""
+    _clock[0] = CLOCKS[name]
+
+
 def interleaved(contenders, reps):
     """Median time of each contender, run in turn ``reps`` times (same load for all),
     after one untimed run of each (first allocations, caches, thread pools)."""
@@ -421,7 +426,7 @@ def main(argv=None):
                     help="wall (default: credits kernels that use several cores) or cpu "
                          "(process CPU time: steadier on a shared machine, but sums threads)")
     args = ap.parse_args(argv)
-    _clock[0] = CLOCKS[args.clock]
+    set_clock(args.clock)
     unknown = sorted(set(args.only) - set(BENCHES))
     if unknown:
         ap.error(f"unknown figure(s) {unknown}; choose from {''.join(BENCHES)}")

@@ -457,6 +457,11 @@ def undo_moments(state, g, t):
         buf.release()
 
 
+def _adjoint():
+    from . import adam_adjoint_numba
+    return adam_adjoint_numba
+
+
 numba_adam_kernel = pytypes.SimpleNamespace(name="numba", forward_step=forward_step,
                                             undo_position=undo_position,
-                                            undo_moments=undo_moments)
+                                            undo_moments=undo_moments, adjoint=_adjoint())

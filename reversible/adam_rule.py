@@ -499,7 +499,12 @@ class AdamRule(trajectory.UpdateRule):
             w_bar   = d w_bar' + H g_bar      m_bar = beta1 m_bar'      s_bar = beta2 s_bar'
 
         ``d c1`` and ``d c2`` reach the betas of steps ``<= t`` in :meth:`result`.
+        This NumPy code is the specification; a kernel with an ``adjoint`` (numba's,
+        :mod:`reversible.adam_adjoint_numba`) does the same in two compiled loops.
         """
+        fused = getattr(self.kernel, "adjoint", None)
+        if fused is not None:
+            return self._fused_adjoint_step(fused, cot, t, w_t, aux_after, derivs, aux_before)
         sc = self.schedule
         per, gs, h = sc.per_element, sc.group_sum, cot.hyper
         c1, c2 = sc.bias_corrections()
@@ -530,6 +535,34 @@ class AdamRule(trajectory.UpdateRule):
             cot.meta += hm
         cot.aux[0] = b1 * dm
         cot.aux[1] = b2 * ds
+
+    def _fused_adjoint_step(self, fused, cot, t, w_t, aux_after, derivs, aux_before):
+        """:meth:`adjoint_step` through a compiled ``fused`` namespace (same formulas)."""
+        sc, h = self.schedule, cot.hyper
+        c1, c2 = sc.bias_corrections()
+        gi = self._group_index_i64()
+        acc = np.zeros((7, sc.G))
+        dw, dm, ds = cot.w, cot.aux[0], cot.aux[1]
+        fused.before_hvp(dw, dm, ds, aux_after[0], aux_after[1], w_t, gi, sc.alphas[t], c1[t],
+                         c2[t], sc.eps, sc.weight_decay[t], acc)
+        b1, b2 = sc.beta1s[t], sc.beta2s[t]
+        g, hw, hm = derivs(lambda g: fused.hvp_vector(dm, ds, g, gi, 1.0 - b1, 1.0 - b2))
+        m_t, s_t = aux_before(g)
+        fused.after_hvp(dw, dm, ds, m_t, s_t, g, hw, gi, b1, b2, sc.decay[t], acc)
+        for row, name in enumerate(("alphas", "weight_decay", "eps", "c1", "c2", "beta1s",
+                                    "beta2s")):
+            if name == "eps":
+                h[name] += acc[row]
+            else:
+                h[name][t] += acc[row]
+        if cot.meta is not None:
+            cot.meta += hm
+
+    def _group_index_i64(self):
+        gi = getattr(self, "_gi", None)
+        if gi is None:
+            gi = self._gi = np.ascontiguousarray(self.schedule.group_index, dtype=np.int64)
+        return gi
 
     def result(self, cot, keep_initial=True):
         """Cotangents of ``w0``, ``alphas``, ``beta1s``, ``beta2s``, ``eps`` ``(G,)``,
