@@ -327,16 +327,139 @@ def test_train_then_hypergradient_equals_sgd_bit_for_bit(tmp_path):
         assert np.array_equal(out["w0"][k], g[0][k]) and np.array_equal(out["v0"][k], g[4][k])
 
 
-def test_hypergradient_needs_the_same_loss(tmp_path):
-    from reversible.errors import ReversibilityError
-    loss, val, p0, meta, alphas, betas = _hl_problem()
+# Adam / AdamW configurations: every hyperparameter kind in each of the shapes reversible.adam
+# accepts ((T,) or (T, G) schedules, scalar / per-group eps, scalar / per-group / (T, G) decay)
+_ADAM_CASES = {
+    "per-group-decay": dict(alphas=np.full(25, 0.05),
+                            beta1s=np.stack([np.full(25, 0.9), np.full(25, 0.5)], axis=1),
+                            beta2s=np.full(25, 0.999), eps=1e-8, weight_decay=np.array([0.02, 0.0])),
+    "schedules": dict(alphas=np.stack([np.linspace(0.05, 0.01, 25), np.full(25, 0.03)], axis=1),
+                      beta1s=np.linspace(0.8, 0.95, 25),
+                      beta2s=np.stack([np.full(25, 0.99), np.full(25, 0.9)], axis=1),
+                      eps=np.array([1e-8, 1e-3]),
+                      weight_decay=np.stack([np.linspace(0.0, 0.05, 25), np.full(25, 0.01)], 1)),
+    "scalar-decay": dict(alphas=np.full(25, 0.05), beta1s=np.full(25, 0.9),
+                         beta2s=np.full(25, 0.999), eps=1e-6, weight_decay=0.03),
+}
+_ADAM_KINDS = ("alphas", "beta1s", "beta2s", "eps", "weight_decay")
+
+
+@pytest.mark.parametrize("case", sorted(_ADAM_CASES))
+def test_train_adam_then_hypergradient_equals_adam_bit_for_bit(tmp_path, case):
+    """checkpoint.train_adam + hypergradient give autograd.grad through reversible.adam
+    (method "exact"): the same w_T and, bit for bit and in the shapes given, the hypergradient
+    of every kind."""
+    import autograd
+    import reversible
+    loss, val, p0, meta, _, _ = _hl_problem()
+    hyper = _ADAM_CASES[case]
     path = tmp_path / "run.ckpt"
-    w_T = checkpoint.train(loss, p0, alphas, betas, meta, path=path)
+    stats = {}
+    w_T = checkpoint.train_adam(loss, p0, hyper["alphas"], hyper["beta1s"], hyper["beta2s"],
+                                meta, path=path, eps=hyper["eps"],
+                                weight_decay=hyper["weight_decay"], stats=stats)
+    ref_stats = {}
+    ref = reversible.adam(loss, p0, hyper["alphas"], hyper["beta1s"], hyper["beta2s"], meta,
+                          eps=hyper["eps"], weight_decay=hyper["weight_decay"], stats=ref_stats)
+    assert list(w_T) == ["w", "b"] and all(np.array_equal(w_T[k], ref[k]) for k in p0)
+    assert stats["buffer_bits"] == ref_stats["buffer_bits"] > 0
+    assert stats["adam_frac_bits"] == ref_stats["adam_frac_bits"]
+    out = checkpoint.hypergradient(path, loss, autograd.grad(val)(w_T))
+
+    def through_adam(w0, meta, alphas, beta1s, beta2s, eps, weight_decay):
+        return val(reversible.adam(loss, w0, alphas, beta1s, beta2s, meta, eps=eps,
+                                   weight_decay=weight_decay, method="exact"))
+
+    g = autograd.grad(through_adam, tuple(range(7)))(p0, meta, *(hyper[k] for k in _ADAM_KINDS))
+    assert sorted(out) == sorted(("w0", "meta") + _ADAM_KINDS)
+    for kind, expected in zip(_ADAM_KINDS, g[2:]):
+        assert np.shape(out[kind]) == np.shape(hyper[kind]) == np.shape(expected), kind
+        assert np.array_equal(out[kind], expected), kind
+        assert np.all(out[kind] != 0) or kind == "weight_decay", kind      # all of them reached
+    assert np.array_equal(out["meta"]["l2"], g[1]["l2"]) and out["meta"]["l2"] != 0
+    for k in p0:
+        assert np.array_equal(out["w0"][k], g[0][k]), k
+
+
+def test_adam_hypergradient_without_meta_and_refusing_dv_T(tmp_path):
+    """meta=None comes back as None; dv_T (SGD's final velocity) has no meaning for Adam."""
+    import autograd.numpy as anp
+    import reversible
+    loss = lambda w, meta, t: anp.sum((w - np.cos(t)) ** 2)            # noqa: E731
+    path = tmp_path / "run.ckpt"
+    w_T = checkpoint.train_adam(loss, np.ones(3), np.full(8, 0.1), np.full(8, 0.9),
+                                np.full(8, 0.99), path=path)
+    out = checkpoint.hypergradient(path, loss, np.ones(3))
+    ref = reversible.adam(loss, np.ones(3), np.full(8, 0.1), np.full(8, 0.9), np.full(8, 0.99))
+    assert np.array_equal(w_T, ref) and out["meta"] is None and out["w0"].shape == (3,)
+    with pytest.raises(ValueError, match="dv_T .*holds a adam run.*leave dv_T out"):
+        checkpoint.hypergradient(path, loss, np.ones(3), dv_T=np.ones(3))
+
+
+def _train_rule(rule, loss, path):
+    _, _, p0, meta, alphas, betas = _hl_problem()
+    if rule == "momentum":
+        return checkpoint.train(loss, p0, alphas, betas, meta, path=path)
+    return checkpoint.train_adam(loss, p0, alphas, betas, np.full(alphas.shape, 0.99), meta,
+                                 path=path, weight_decay=0.01)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_hypergradient_needs_the_same_loss(tmp_path, rule):
+    from reversible.errors import ReversibilityError
+    loss = _hl_problem()[0]
+    path = tmp_path / "run.ckpt"
+    w_T = _train_rule(rule, loss, path)
     other = lambda p, m, t: (1 + 1e-9) * loss(p, m, t)  # noqa: E731
     with pytest.raises(ReversibilityError):
         checkpoint.hypergradient(path, other, {k: np.ones_like(v) for k, v in w_T.items()})
     with pytest.raises(ValueError, match="dict with keys"):
         checkpoint.hypergradient(path, loss, np.ones(4))
+    with pytest.raises(ValueError, match=r"w0\['w'\]|shape"):
+        checkpoint.hypergradient(path, loss, {"w": np.ones(4), "b": np.ones(1)})
+
+
+def test_version_2_sgd_file_is_still_read(tmp_path):
+    """A file of format version 2 (reversible 0.2: no rule name, hyperparameter layout as
+    ndims) loads as SGD with momentum and gives the same hypergradient."""
+    loss, val, p0, meta, alphas, betas = _hl_problem()
+    path, old = tmp_path / "run.ckpt", tmp_path / "old.ckpt"
+    checkpoint.train(loss, p0, alphas, betas, meta, path=path)
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {k: npz[k] for k in npz.files if k not in ("rule", "sha256")}
+    layout = json.loads(str(arrays["layout_json"]))
+    del layout["shapes"]
+    layout.update(alphas_ndim=1, betas_ndim=2)
+    arrays.update(version=np.array(2, dtype=np.int64), layout_json=np.array(json.dumps(layout)))
+    arrays["sha256"] = _digest_of(arrays)
+    with open(old, "wb") as fh:
+        np.savez(fh, **arrays)
+    dw = {k: np.ones_like(v) for k, v in p0.items()}
+    ref, got = checkpoint.hypergradient(path, loss, dw), checkpoint.hypergradient(old, loss, dw)
+    assert isinstance(checkpoint.load(old), trajectory.TrainState)
+    for key in ("alphas", "betas"):
+        assert np.array_equal(got[key], ref[key]) and got[key].shape == ref[key].shape
+    for k in p0:
+        assert np.array_equal(got["w0"][k], ref["w0"][k])
+
+
+@pytest.mark.parametrize("bad", [{"beta2s": np.full(3, 1.5)}, {"eps": -1.0},
+                                 {"weight_decay": -0.1}, {"weight_decay": np.ones((2, 2))},
+                                 {"beta1s": np.ones(3)}, {"frac_bits": {"x": 3}},
+                                 {"w0": np.ones(3) + 0j}, {"stats": []}])
+def test_train_adam_validates_like_adam_and_writes_nothing(tmp_path, bad):
+    """checkpoint.train_adam and reversible.adam share one validation path: same error."""
+    import autograd.numpy as anp
+    import reversible
+    args = {"w0": np.ones(3), "alphas": np.full(3, 0.1), "beta1s": np.full(3, 0.9),
+            "beta2s": np.full(3, 0.999), **bad}
+    loss = lambda w, meta, t: anp.sum(w ** 2)              # noqa: E731
+    with pytest.raises((TypeError, ValueError)) as from_adam:
+        reversible.adam(loss, **args)
+    with pytest.raises(type(from_adam.value)) as from_train:
+        checkpoint.train_adam(loss, **args, path=tmp_path / "run.ckpt")
+    assert str(from_train.value) == str(from_adam.value)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_hypergradient_needs_a_layout(forward_state, tmp_path):
