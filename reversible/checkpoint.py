@@ -104,7 +104,11 @@ def _jsonable(value):
 
 
 # ------------------------------------------------------------------------------------------
-# Each update rule's own arrays: names, dtypes, and the state they rebuild.
+# Each update rule's own arrays.  An entry of RULES has: ``name`` (stored as ``rule``),
+# ``state_type``, ``arrays`` (its names -> dtypes), ``encode(state)`` -> those arrays,
+# ``decode(arrays, common)`` -> the state, ``problem_class()`` (whose derivatives its reverse
+# pass uses) and ``expand(given, G)`` (its front end's map from the hyperparameters as given to
+# the arrays the engine holds, used to return hypergradients in the shapes given).
 
 def _shape_check(a, names, shape):
     for name in names:
@@ -120,13 +124,14 @@ def _quanta_check(n, name):
 class MomentumArrays:
     """SGD with momentum (:class:`~reversible.trajectory.TrainState`): the velocities."""
 
-    rule = "momentum"
+    name = "momentum"
     state_type = TrainState
     arrays = {"V": np.int64, "V0": np.int64}
 
     @staticmethod
     def encode(state):
-        return {"V": np.asarray(state.V, dtype=np.int64), "V0": np.asarray(state.V0, dtype=np.int64)}
+        return {"V": np.asarray(state.V, dtype=np.int64),
+                "V0": np.asarray(state.V0, dtype=np.int64)}
 
     @staticmethod
     def decode(a, common):
@@ -152,7 +157,7 @@ class AdamArrays:
     """Adam / AdamW (:class:`~reversible.adam_rule.AdamState`): the moments, their formats and
     the rest of Adam's schedule (``n`` holds the quantised ``beta1``)."""
 
-    rule = "adam"
+    name = "adam"
     state_type = AdamState
     arrays = {"M": np.int64, "S": np.int64, "frac_bits_m": np.int64, "frac_bits_s": np.int64,
               "n2": np.int64, "n_decay": np.int64, "eps": np.float64,
@@ -216,7 +221,7 @@ class AdamArrays:
 
 
 #: the update rules a checkpoint can hold, by the name stored in its ``rule`` array
-RULES = {c.rule: c for c in (MomentumArrays, AdamArrays)}
+RULES = {c.name: c for c in (MomentumArrays, AdamArrays)}
 
 
 def _rule_of(state):
@@ -244,7 +249,7 @@ def _arrays_of(state, layout=None, meta=None):
         "meta": np.zeros(0) if meta is None else np.asarray(meta, dtype=np.float64).ravel(),
         "format": np.array(FORMAT), "version": np.array(VERSION, dtype=np.int64),
         "beta_bits": np.array(BETA_QUANTUM_BITS, dtype=np.int64),
-        "rule": np.array(rule.rule),
+        "rule": np.array(rule.name),
         **rule.encode(state),
     }
 
@@ -469,7 +474,7 @@ def _load_all(path):
     extra = sorted(set(arrays) - set(expected))
     if missing or extra:
         raise CheckpointError(f"{path}: checkpoint arrays do not match format {FORMAT} version "
-                              f"{version} for rule {rule.rule!r} (missing {missing}, "
+                              f"{version} for rule {rule.name!r} (missing {missing}, "
                               f"unexpected {extra})")
     for name, dtype in expected.items():
         if arrays[name].dtype.type is not np.dtype(dtype).type:
@@ -528,7 +533,8 @@ def _common_parts(a):
     _shape_check(a, ("W", "W0", "head", "ptr", "group_index"), (N,))
     alphas, n = a["alphas"], a["n"]
     if alphas.ndim != 2 or alphas.shape[0] < 1 or n.shape != alphas.shape:
-        raise ValueError(f"schedule shapes alphas {alphas.shape} and n {n.shape} must be equal (T, G)")
+        raise ValueError(f"schedule shapes alphas {alphas.shape} and n {n.shape} must be equal "
+                         "(T, G)")
     G = alphas.shape[1]
     if N and (a["group_index"].min() < 0 or a["group_index"].max() >= G):
         raise ValueError(f"group_index must lie in [0, {G})")
@@ -668,9 +674,9 @@ def hypergradient(path, train_loss, dw_T, *, dv_T=None, kernel="auto", progress=
         raise CheckpointError(f"{path}: recorded layout does not match the stored arrays")
     engine_rule = state.schedule.rule(kernel)
     if dv_T is not None and "v0" not in engine_rule.state_kinds:
-        raise ValueError(f"dv_T is the cotangent of SGD's final velocity, but {path} holds a "
-                         f"{rule.rule} run, whose optimiser state is not an output of "
-                         f"reversible.{rule.rule}: leave dv_T out")
+        raise ValueError(f"dv_T is the cotangent of the final velocity of SGD with momentum, but "
+                         f"{path} holds a reversible.{rule.name} run, whose optimiser state is "
+                         "not among its outputs: leave dv_T out")
     shapes = _given_shapes(path, layout, engine_rule.hyper_kinds, state.schedule)
     dw = validate.real_array(structure.flatten(dw_T), "dw_T").astype(np.float64)
     dv = None if dv_T is None else validate.real_array(structure.flatten(dv_T),

@@ -332,7 +332,8 @@ def test_train_then_hypergradient_equals_sgd_bit_for_bit(tmp_path):
 _ADAM_CASES = {
     "per-group-decay": dict(alphas=np.full(25, 0.05),
                             beta1s=np.stack([np.full(25, 0.9), np.full(25, 0.5)], axis=1),
-                            beta2s=np.full(25, 0.999), eps=1e-8, weight_decay=np.array([0.02, 0.0])),
+                            beta2s=np.full(25, 0.999), eps=1e-8,
+                            weight_decay=np.array([0.02, 0.0])),
     "schedules": dict(alphas=np.stack([np.linspace(0.05, 0.01, 25), np.full(25, 0.03)], axis=1),
                       beta1s=np.linspace(0.8, 0.95, 25),
                       beta2s=np.stack([np.full(25, 0.99), np.full(25, 0.9)], axis=1),
@@ -392,7 +393,7 @@ def test_adam_hypergradient_without_meta_and_refusing_dv_T(tmp_path):
     out = checkpoint.hypergradient(path, loss, np.ones(3))
     ref = reversible.adam(loss, np.ones(3), np.full(8, 0.1), np.full(8, 0.9), np.full(8, 0.99))
     assert np.array_equal(w_T, ref) and out["meta"] is None and out["w0"].shape == (3,)
-    with pytest.raises(ValueError, match="dv_T .*holds a adam run.*leave dv_T out"):
+    with pytest.raises(ValueError, match="dv_T .*holds a reversible.adam run.*leave dv_T out"):
         checkpoint.hypergradient(path, loss, np.ones(3), dv_T=np.ones(3))
 
 

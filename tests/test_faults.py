@@ -451,7 +451,8 @@ def test_checkpoint_racing_writers_never_mix_or_lose_silently(tmp_path, rule):
     ctx = multiprocessing.get_context("fork")
     path = tmp_path / "run.ckpt"
     results = ctx.Queue()
-    procs = [ctx.Process(target=_save_loop, args=(path, seed, 15, results, rule)) for seed in (3, 4)]
+    procs = [ctx.Process(target=_save_loop, args=(path, seed, 15, results, rule))
+             for seed in (3, 4)]
     for p in procs:
         p.start()
     outcomes = [results.get(timeout=60) for _ in range(30)]
