@@ -21,7 +21,9 @@ from .primitive import MethodCall, training_primitive
 from .problem import Problem
 
 ADAM_METHODS = ("exact", "unrolled", "checkpointed", "truncated", "drmad", "forward", "es", "pes")
-_adam_flat = training_primitive(("w0", "alphas", "beta1s", "beta2s", "eps", "weight_decay", "meta"))
+#: Adam's hyperparameters, in argument order
+HYPERPARAMETERS = ("alphas", "beta1s", "beta2s", "eps", "weight_decay")
+_adam_flat = training_primitive(("w0",) + HYPERPARAMETERS + ("meta",))
 
 
 @dataclass
@@ -76,16 +78,59 @@ def adam(train_loss, w0, alphas, beta1s, beta2s, meta=None, *, eps=1e-8, weight_
                          f"{list(ADAM_METHODS)}")
     m = methods.get(method)
     methods.check_options(m.name, options, m.option_names())
-    validate.function(train_loss, "train_loss", " train_loss(w, meta, t) -> scalar")
-    stats = validate.stats_dict(stats)
-    params = inputs.parameters(w0, meta)
+    inp = adam_inputs(train_loss, w0, alphas, beta1s, beta2s, meta, eps=eps,
+                      weight_decay=weight_decay, frac_bits=frac_bits, kernel=kernel,
+                      progress=progress, hvp=hvp, stats=stats)
+    problem, params, hyper, stats = inp.problem, inp.params, inp.hyper, inp.stats
     G = params.num_groups
+    stats.update(method=method, rule="adam", T=problem.T, N=problem.N, groups=G,
+                 blind_to=list(m.blind_to))
+    if m.traced:
+        t0 = time.perf_counter()
+        rule = problem_rule(problem)
+        traced = rule.traced_hyper(hyper)
+        N = problem.N
+        w_T = unroll(rule, problem.loss, params.w0, (np.zeros(N), np.zeros(N)), traced,
+                     params.meta, problem.T)
+        stats["forward_seconds"] = time.perf_counter() - t0
+    else:
+        w_T = _adam_flat(params.w0, *(hyper[k] for k in HYPERPARAMETERS), params.meta,
+                         MethodCall(m, problem, options, stats))
+    return params.unflatten(w_T)
+
+
+@dataclass
+class AdamInputs:
+    """Everything :func:`adam` (and :func:`reversible.checkpoint.train_adam`) needs after
+    validation: flat parameters, the hyperparameters by kind (``(T, G)``, ``eps`` ``(G,)``;
+    autograd boxes when the caller's were), the :class:`AdamProblem` and ``stats``."""
+
+    params: inputs.Parameters
+    hyper: dict
+    problem: AdamProblem
+    stats: dict
+
+
+def hyperparameters(alphas, beta1s, beta2s, eps, weight_decay, G):
+    """Adam's hyperparameters as given, checked and expanded to ``(T, G)`` (``eps``: ``(G,)``),
+    staying differentiable; a dict by kind in :data:`HYPERPARAMETERS` order."""
     alphas2 = inputs.schedule(alphas, G, "alphas", 0.0, low_open=True, hint=inputs.ALPHA_HINT)
     b1 = inputs.momentum_schedule(beta1s, G, "beta1s")
     b2 = inputs.momentum_schedule(beta2s, G, "beta2s")
     T = inputs.same_steps(alphas=alphas2, beta1s=b1, beta2s=b2)
-    eps_g = _per_group(eps, G, "eps")
-    wd2 = _decay_rows(weight_decay, G, T)
+    return {"alphas": alphas2, "beta1s": b1, "beta2s": b2, "eps": _per_group(eps, G, "eps"),
+            "weight_decay": _decay_rows(weight_decay, G, T)}
+
+
+def adam_inputs(train_loss, w0, alphas, beta1s, beta2s, meta=None, *, eps=1e-8,
+                weight_decay=0.0, frac_bits=None, kernel="auto", progress=False, hvp="auto",
+                stats=None):
+    """Validate the arguments of :func:`adam` (but the method's) and build its problem."""
+    validate.function(train_loss, "train_loss", " train_loss(w, meta, t) -> scalar")
+    stats = validate.stats_dict(stats)
+    params = inputs.parameters(w0, meta)
+    G = params.num_groups
+    hyper = hyperparameters(alphas, beta1s, beta2s, eps, weight_decay, G)
     if not isinstance(kernel, str):
         raise TypeError(f"kernel must be a kernel name (a str); got {kernel!r}")
     progress = validate.flag(progress, "progress")
@@ -97,26 +142,12 @@ def adam(train_loss, w0, alphas, beta1s, beta2s, meta=None, *, eps=1e-8, weight_
 
     problem = AdamProblem.from_containers(
         train_loss, params.structure, params.meta_structure, w0=plain(params.w0), v0=None,
-        alphas=plain(alphas2), betas=plain(b1),
+        alphas=plain(hyper["alphas"]), betas=plain(hyper["beta1s"]),
         meta=None if params.meta is None else plain(params.meta), frac_bits=frac_bits,
-        kernel=kernel, progress=progress, hvp=hvp, beta2s=plain(b2), eps=plain(eps_g),
-        weight_decay=plain(wd2))
+        kernel=kernel, progress=progress, hvp=hvp, beta2s=plain(hyper["beta2s"]),
+        eps=plain(hyper["eps"]), weight_decay=plain(hyper["weight_decay"]))
     problem.schedule()                      # validates the schedules before any training
-    stats.update(method=method, rule="adam", T=problem.T, N=problem.N, groups=G,
-                 blind_to=list(m.blind_to))
-    if m.traced:
-        t0 = time.perf_counter()
-        rule = problem_rule(problem)
-        hyper = rule.traced_hyper({"alphas": alphas2, "beta1s": b1, "beta2s": b2, "eps": eps_g,
-                                   "weight_decay": wd2})
-        N = problem.N
-        w_T = unroll(rule, problem.loss, params.w0, (np.zeros(N), np.zeros(N)), hyper,
-                     params.meta, problem.T)
-        stats["forward_seconds"] = time.perf_counter() - t0
-    else:
-        w_T = _adam_flat(params.w0, alphas2, b1, b2, eps_g, wd2, params.meta,
-                         MethodCall(m, problem, options, stats))
-    return params.unflatten(w_T)
+    return AdamInputs(params, hyper, problem, stats)
 
 
 def _per_group(x, G, name):

@@ -132,9 +132,8 @@ def sgd_inputs(train_loss, w0, alphas, betas, meta=None, *, v0=None, frac_bits=N
     stats = validate.stats_dict(stats)
     params = parameters(w0, meta, v0)
     G = params.num_groups
-    alphas2 = schedule(alphas, G, "alphas", 0.0, low_open=True, hint=ALPHA_HINT)
-    betas2 = momentum_schedule(betas, G)
-    same_steps(alphas=alphas2, betas=betas2)
+    hyper = sgd_hyperparameters(alphas, betas, G)
+    alphas2, betas2 = hyper["alphas"], hyper["betas"]
     frac_bits = check_frac_bits(DEFAULT_FRAC_BITS if frac_bits is None else frac_bits)
     if not isinstance(kernel, str):
         raise TypeError(f"kernel must be a kernel name (a str); got {kernel!r}")
@@ -147,6 +146,14 @@ def sgd_inputs(train_loss, w0, alphas, betas, meta=None, *, v0=None, frac_bits=N
         frac_bits=frac_bits, kernel=kernel, progress=progress, hvp=hvp,
         check_resolution=bool(fixed_point))
     return SGDInputs(params, alphas2, betas2, problem, stats)
+
+
+def sgd_hyperparameters(alphas, betas, G):
+    """``alphas`` and ``betas`` as given, checked and expanded to ``(T, G)`` (differentiable)."""
+    alphas2 = schedule(alphas, G, "alphas", 0.0, low_open=True, hint=ALPHA_HINT)
+    betas2 = momentum_schedule(betas, G)
+    same_steps(alphas=alphas2, betas=betas2)
+    return {"alphas": alphas2, "betas": betas2}
 
 
 def _read_only(x):

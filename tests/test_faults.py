@@ -289,8 +289,8 @@ def test_online_pes_nonfinite_loss_is_loud():
 
 # --- checkpoints, Omniglot / IDX loaders, sweeps, optimize (faults helper) ---
 #
-# checkpoints: concurrent writers, SIGKILL during a save, missing / read-only directory,
-#   format version, truncated or altered file
+# checkpoints (SGD-with-momentum and Adam files alike): concurrent writers, SIGKILL during a
+#   save, missing / read-only directory, format version, truncated or altered file
 # loaders: Omniglot member names escaping the archive, RGBA and 16-bit PNGs, gzip bomb,
 #   IDX dimensions overflowing int64
 # sweeps: deleted / truncated / altered point file, truncated manifest, a point that raises
@@ -314,6 +314,7 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 import reversible  # noqa: E402
 from reversible import checkpoint, trajectory  # noqa: E402
+from reversible.adam_rule import AdamSchedule  # noqa: E402
 from reversible import data as D  # noqa: E402
 from reversible.errors import CheckpointError  # noqa: E402
 from reversible.sweep import SweepError, SweepWarning, load_points, point_path, sweep  # noqa: E402
@@ -323,19 +324,42 @@ _FORK = sys.platform.startswith("linux")
 needs_fork = pytest.mark.skipif(not _FORK, reason="uses fork() to run real concurrent writers")
 
 
-def _state(n=16, steps=4, seed=0):
-    """A TrainState after a short exact forward pass (beta 0.9, so the buffer holds bits)."""
+# every checkpoint fault is injected into a file of each update rule
+_RULES = ["momentum", "adam"]
+
+
+def _state(n=16, steps=4, seed=0, rule="momentum"):
+    """The state after a short exact forward pass (betas 0.9, AdamW's decay 1 - 5e-4, so the
+    buffer holds bits): a TrainState (momentum) or an AdamState (adam)."""
     rng = np.random.default_rng(seed)
-    sched = trajectory.Schedule.build(np.full(steps, 0.05), np.full(steps, 0.9),
-                                      np.zeros(n, dtype=np.int64))
+    group = np.zeros(n, dtype=np.int64)
+    if rule == "momentum":
+        sched = trajectory.Schedule.build(np.full(steps, 0.05), np.full(steps, 0.9), group)
+    else:
+        sched = AdamSchedule.build(np.full(steps, 0.05), np.full(steps, 0.9),
+                                   np.full(steps, 0.999), group, weight_decay=0.01)
     return trajectory.forward(lambda w, m, t: 0.5 * w + np.cos(t), rng.normal(size=n), sched,
                               kernel="numpy")
 
 
+def _optimiser_state(s):
+    return (s.V, s.V0) if isinstance(s, trajectory.TrainState) else (s.M, s.S)
+
+
 def _same(a, b):
-    return (np.array_equal(a.W, b.W) and np.array_equal(a.V, b.V) and np.array_equal(a.W0, b.W0)
+    return (type(a) is type(b) and np.array_equal(a.W, b.W) and np.array_equal(a.W0, b.W0)
+            and all(np.array_equal(x, y) for x, y in zip(_optimiser_state(a), _optimiser_state(b)))
             and a.buffer.bits() == b.buffer.bits()
             and np.array_equal(a.schedule.alphas, b.schedule.alphas))
+
+
+def _train(rule, path):
+    """checkpoint.train / train_adam of a tiny problem into ``path``."""
+    if rule == "momentum":
+        return checkpoint.train(_quadratic_loss, np.ones(3), np.full(5, 0.1), np.full(5, 0.9),
+                                path=path)
+    return checkpoint.train_adam(_quadratic_loss, np.ones(3), np.full(5, 0.1), np.full(5, 0.9),
+                                 np.full(5, 0.999), path=path, weight_decay=0.01)
 
 
 def _leftovers(directory):
@@ -344,11 +368,12 @@ def _leftovers(directory):
 
 
 @needs_fork
-def test_checkpoint_concurrent_writer_is_refused_and_nothing_is_lost(tmp_path, monkeypatch):
+@pytest.mark.parametrize("rule", _RULES)
+def test_checkpoint_concurrent_writer_is_refused_and_nothing_is_lost(tmp_path, rule):
     """A second process saving while the first holds the path gets an error naming the first."""
     ctx = multiprocessing.get_context("fork")
     path = tmp_path / "run.ckpt"
-    mine, theirs = _state(seed=1), _state(seed=2)
+    mine, theirs = _state(seed=1, rule=rule), _state(seed=2, rule=rule)
     inside, release = ctx.Event(), ctx.Event()
 
     def writer():
@@ -378,10 +403,11 @@ def test_checkpoint_concurrent_writer_is_refused_and_nothing_is_lost(tmp_path, m
 
 
 @needs_fork
-def test_checkpoint_train_clashing_with_a_writer_fails_before_training(tmp_path):
+@pytest.mark.parametrize("rule", _RULES)
+def test_checkpoint_train_clashing_with_a_writer_fails_before_training(tmp_path, rule):
     ctx = multiprocessing.get_context("fork")
     path = tmp_path / "run.ckpt"
-    theirs = _state(seed=2)
+    theirs = _state(seed=2, rule=rule)
     inside, release = ctx.Event(), ctx.Event()
 
     def writer():
@@ -400,8 +426,7 @@ def test_checkpoint_train_clashing_with_a_writer_fails_before_training(tmp_path)
     try:
         assert inside.wait(30)
         with pytest.raises(CheckpointError, match=f"pid {child.pid}"):
-            checkpoint.train(_quadratic_loss, np.ones(3), np.full(5, 0.1), np.full(5, 0.9),
-                             path=path)
+            _train(rule, path)
     finally:
         release.set()
         child.join(30)
@@ -409,8 +434,8 @@ def test_checkpoint_train_clashing_with_a_writer_fails_before_training(tmp_path)
     assert _same(checkpoint.load(path), theirs)
 
 
-def _save_loop(path, seed, rounds, results):
-    state = _state(seed=seed)
+def _save_loop(path, seed, rounds, results, rule):
+    state = _state(seed=seed, rule=rule)
     for _ in range(rounds):
         try:
             checkpoint.save(state, path)
@@ -420,12 +445,14 @@ def _save_loop(path, seed, rounds, results):
 
 
 @needs_fork
-def test_checkpoint_racing_writers_never_mix_or_lose_silently(tmp_path):
+@pytest.mark.parametrize("rule", _RULES)
+def test_checkpoint_racing_writers_never_mix_or_lose_silently(tmp_path, rule):
     """Two processes saving to one path in a loop: every save succeeds whole or is refused."""
     ctx = multiprocessing.get_context("fork")
     path = tmp_path / "run.ckpt"
     results = ctx.Queue()
-    procs = [ctx.Process(target=_save_loop, args=(path, seed, 15, results)) for seed in (3, 4)]
+    procs = [ctx.Process(target=_save_loop, args=(path, seed, 15, results, rule))
+             for seed in (3, 4)]
     for p in procs:
         p.start()
     outcomes = [results.get(timeout=60) for _ in range(30)]
@@ -435,15 +462,16 @@ def test_checkpoint_racing_writers_never_mix_or_lose_silently(tmp_path):
     for seed, outcome in outcomes:
         assert outcome == "ok" or "another process" in outcome, outcome
     final = checkpoint.load(path)
-    assert any(_same(final, _state(seed=s)) for s, o in outcomes if o == "ok")
+    assert any(_same(final, _state(seed=s, rule=rule)) for s, o in outcomes if o == "ok")
     assert _leftovers(tmp_path) == []
 
 
 @needs_fork
-def test_checkpoint_sigkill_during_save_keeps_the_old_file_and_is_cleaned(tmp_path):
+@pytest.mark.parametrize("rule", _RULES)
+def test_checkpoint_sigkill_during_save_keeps_the_old_file_and_is_cleaned(tmp_path, rule):
     ctx = multiprocessing.get_context("fork")
     path = tmp_path / "run.ckpt"
-    old, new = _state(seed=5), _state(n=150_000, steps=2, seed=6)    # new: ~8 MB on disk
+    old, new = _state(seed=5, rule=rule), _state(n=150_000, steps=2, seed=6, rule=rule)  # >= 8 MB
     checkpoint.save(old, path)
     written = ctx.Event()
 
@@ -493,10 +521,11 @@ def _read_only_dir(tmp_path):
     return str(d)
 
 
+@pytest.mark.parametrize("rule", _RULES)
 @pytest.mark.parametrize("where, fragment", [
     ("missing", "does not exist"), ("read-only", "not writable"), ("under a file", "not a directory"),
     ("a directory", "is a directory")])
-def test_checkpoint_train_into_a_bad_path_fails_before_training(tmp_path, where, fragment):
+def test_checkpoint_train_into_a_bad_path_fails_before_training(tmp_path, where, fragment, rule):
     (tmp_path / "file").write_text("x")
     (tmp_path / "dir.ckpt").mkdir()
     path = {"missing": tmp_path / "no" / "run.ckpt",
@@ -505,7 +534,7 @@ def test_checkpoint_train_into_a_bad_path_fails_before_training(tmp_path, where,
             "a directory": tmp_path / "dir.ckpt"}[where]
     _quadratic_loss.calls = 0
     with pytest.raises(CheckpointError, match=fragment):
-        checkpoint.train(_quadratic_loss, np.ones(3), np.full(5, 0.1), np.full(5, 0.9), path=path)
+        _train(rule, path)
     assert _quadratic_loss.calls == 0
 
 
@@ -524,33 +553,40 @@ def _rewrite_with_digest(path, drop=(), **changes):
         np.savez(fh, **arrays)
 
 
+@pytest.mark.parametrize("rule", _RULES)
 @pytest.mark.parametrize("change, fragment", [
     ({"version": np.array(1, np.int64)}, r"format version 1 \(written by reversible 0\.1.*reads "
-                                         r"format version 2 only"),
-    ({"drop": ("version",)}, "records no checkpoint format version.*reads format version 2"),
-    ({"version": np.array(3, np.int64)}, "format version 3; this version of reversible reads "
-                                         "format version 2"),
+                                         r"format versions 2 and 3 only"),
+    ({"drop": ("version",)}, "records no checkpoint format version.*reads format versions 2 and 3"),
+    ({"version": np.array(4, np.int64)}, "format version 4; this version of reversible reads "
+                                         "format versions 2 and 3"),
+    ({"version": np.array(2, np.int64), "drop": ("V", "V0", "M", "S")}, "missing"),
+    ({"rule": np.array("lion")}, "unknown update rule.*'adam', 'momentum'"),
+    ({"drop": ("rule",)}, "unknown update rule"),
     ({"beta_bits": np.array(99, np.int64)}, r"2\*\*-99")])
-def test_checkpoint_of_another_format_version_is_refused(tmp_path, change, fragment):
+def test_checkpoint_of_another_format_version_is_refused(tmp_path, change, fragment, rule):
     path = tmp_path / "s.ckpt"
-    checkpoint.save(_state(), path)
+    checkpoint.save(_state(rule=rule), path)
     _rewrite_with_digest(path, **change)
     with pytest.raises(CheckpointError, match=fragment):
         checkpoint.load(path)
 
 
-def test_checkpoint_records_its_format_version(tmp_path):
-    checkpoint.save(_state(), tmp_path / "s.ckpt")
+@pytest.mark.parametrize("rule", _RULES)
+def test_checkpoint_records_its_format_version(tmp_path, rule):
+    checkpoint.save(_state(rule=rule), tmp_path / "s.ckpt")
     with np.load(tmp_path / "s.ckpt", allow_pickle=False) as npz:
-        assert int(npz["version"]) == checkpoint.VERSION == 2
+        assert int(npz["version"]) == checkpoint.VERSION == 3
         assert int(npz["beta_bits"]) == checkpoint.BETA_QUANTUM_BITS
+        assert str(npz["rule"]) == rule
 
 
+@pytest.mark.parametrize("rule", _RULES)
 @pytest.mark.parametrize("damage", ["truncate-half", "truncate-last-byte", "flip-data-byte",
                                     "empty"])
-def test_checkpoint_damaged_file_is_detected(tmp_path, damage):
+def test_checkpoint_damaged_file_is_detected(tmp_path, damage, rule):
     path = tmp_path / "s.ckpt"
-    state = _state(n=64)
+    state = _state(n=64, rule=rule)
     checkpoint.save(state, path)
     raw = bytearray(path.read_bytes())
     if damage == "truncate-half":
