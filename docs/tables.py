@@ -112,8 +112,16 @@ def render_bench_torch(data):
                                    f"medians of {data['reps']} interleaved repetitions (CPU seconds)"})
 
 
+def render_pes_schedule_particles(data):
+    """``python -m experiments.pes_schedule --particle-study ...``'s JSON."""
+    if str(HERE.parent) not in sys.path:
+        sys.path.insert(0, str(HERE.parent))
+    return importlib.import_module("experiments.pes_schedule").particle_table(data)
+
+
 RENDERERS = {"online_quadratic": render_online_quadratic,   # others: experiments/NAME.py tables()
-             "bench_adam": render_bench_adam, "bench_torch": render_bench_torch}
+             "bench_adam": render_bench_adam, "bench_torch": render_bench_torch,
+             "pes_schedule_particles": render_pes_schedule_particles}
 
 
 def render(name, results_dir=HERE / "results"):

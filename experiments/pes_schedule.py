@@ -409,6 +409,10 @@ def add_arguments(p):
                    "for online PES (default 3; --quick 1)")
     p.add_argument("--online-meta-lr", type=float, default=0.01,
                    help="Adam step on theta after each online-PES truncation")
+    p.add_argument("--particle-study", type=int, nargs="+", default=None, metavar="P",
+                   help="instead of the main run: ES and PES with each of these particle "
+                   "counts at the horizons --T, written to pes_schedule_particles.json "
+                   "(e.g. --T 1000 --particle-study 10 100 1000; 1000 is the paper's count)")
 
 
 def resolve(args):
@@ -438,8 +442,52 @@ def load_data(args):
     return rdata.load_dataset("mnist", mnist_dir=mnist_dir, n=n), str(mnist_dir)
 
 
+def particle_study(args, data):
+    """ES and PES at each particle count of ``--particle-study`` (the paper used 1000), for
+    each horizon of ``--T``, graded against the exact and smoothed hypergradients."""
+    from tqdm.auto import tqdm
+    rows = []
+    for T in args.T:
+        task = Task(data, T, args.hidden, args.batch_size, args.n_val, args.seed)
+        theta = np.array(THETA0)
+        est = estimators(args)
+        ref = {name: _value_and_error(task, est[name](task, theta, args.seed))[0]
+               for name in ("exact", "smoothed")}
+        for P in tqdm(args.particle_study, desc=f"particle study, T={T}", disable=args.quick):
+            for name, K in (("es", None), ("pes", min(args.pes_K, T))):
+                g, seconds, peak = timed_with_peak_memory(
+                    lambda: task.es(theta, args.sigma, P, args.seed, K=K))
+                rows.append({"T": T, "estimator": name, "particles": P, "gradient": g,
+                             "standard_error": task.last_standard_error,
+                             "vs_exact": grade(g, ref["exact"]),
+                             "vs_smoothed": grade(g, ref["smoothed"]),
+                             "exact_norm": float(np.linalg.norm(ref["exact"])),
+                             "seconds": seconds, "peak_mb": peak})
+            print(f"T={T}, {P} particles: " + ", ".join(
+                f"{r['estimator']} cos {r['vs_exact']['cosine']:+.3f}" for r in rows[-2:]))
+    return rows
+
+
+def run_particle_study(args):
+    """``--particle-study``: writes ``pes_schedule_particles.json`` (the main results untouched)."""
+    data, source = load_data(args)
+    t0 = time.perf_counter()
+    rows = particle_study(args, data)
+    settings = {k: getattr(args, k) for k in ("T", "hidden", "batch_size", "n_val", "sigma",
+                                              "smoothed_samples", "pes_K", "particle_study",
+                                              "quick")}
+    meta = {"experiment": NAME + "_particles", "settings": settings, "data": source,
+            "n_examples": int(data.n), "theta0": THETA0, "rows": rows,
+            "seconds": time.perf_counter() - t0}
+    path = save_results(args.out, NAME + "_particles", meta)
+    print(f"wrote {path} ({meta['seconds']:.0f} s)")
+    return meta
+
+
 def run(args):
     args = resolve(args)
+    if args.particle_study:
+        return run_particle_study(args)
     data, source = load_data(args)
     t0 = time.perf_counter()
     table = graded_table(args, data)
@@ -473,6 +521,27 @@ def main(argv=None):
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def particle_table(meta):
+    """Markdown table of a ``--particle-study`` run."""
+    lines = ["| T | estimator | particles | cos vs exact | norm ratio vs exact | cos vs smoothed "
+             "| std. error / \\|exact\\| | seconds | peak MiB |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in meta["rows"]:
+        se = np.linalg.norm(np.asarray(r["standard_error"], dtype=float)) / r["exact_norm"]
+        peak = "-" if r.get("peak_mb") is None else f"{r['peak_mb']:.3g}"
+        lines.append(f"| {r['T']} | {r['estimator']} | {r['particles']} | "
+                     f"{r['vs_exact']['cosine']:+.3f} | {r['vs_exact']['norm_ratio']:.3g} | "
+                     f"{r['vs_smoothed']['cosine']:+.3f} | {se:.2g} | {r['seconds']:.3g} | "
+                     f"{peak} |")
+    s = meta["settings"]
+    note = (f"Same task and settings as the table above (sigma {s['sigma']}, PES K = "
+            f"{s['pes_K']}); whole run {meta['seconds']:.0f} s on a shared machine. Source: "
+            "docs/results/pes_schedule_particles.json, written by `python -m "
+            f"experiments.pes_schedule --T {' '.join(map(str, s['T']))} --particle-study "
+            f"{' '.join(map(str, s['particle_study']))}`.")
+    return "\n".join(lines) + f"\n\n<sub>{note}</sub>"
 
 
 def tables(meta):

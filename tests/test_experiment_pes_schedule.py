@@ -59,3 +59,14 @@ def test_online_pes_updates_theta_after_every_truncation(tmp_path):
     theta = out["theta"]
     assert theta.shape == (1 + 2 * 3, 2) and np.all(np.diff(theta, axis=0) != 0)
     assert np.array_equal(theta, ps.online_pes(task, args)["theta"])     # seeded
+
+
+def test_particle_study_grades_each_count(tmp_path):
+    ps = importlib.import_module("experiments.pes_schedule")
+    assert ps.main(["--quick", "--out", str(tmp_path), "--T", "6", "--particle-study", "2", "6"]) == 0
+    saved = json.loads((tmp_path / "pes_schedule_particles.json").read_text())
+    assert [(r["estimator"], r["particles"]) for r in saved["rows"]] == \
+        [("es", 2), ("pes", 2), ("es", 6), ("pes", 6)]
+    assert not (tmp_path / "pes_schedule.json").exists()       # the main results are untouched
+    text = ps.particle_table(saved)
+    assert text.count("\n| 6 | ") == 4 and "--particle-study 2 6" in text
