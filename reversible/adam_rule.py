@@ -503,7 +503,7 @@ class AdamRule(trajectory.UpdateRule):
         :mod:`reversible.adam_adjoint_numba`) does the same in two compiled loops.
         """
         fused = getattr(self.kernel, "adjoint", None)
-        if fused is not None:
+        if fused is not None and type(cot.w) is np.ndarray:    # host arrays (not CuPy's)
             return self._fused_adjoint_step(fused, cot, t, w_t, aux_after, derivs, aux_before)
         sc = self.schedule
         per, gs, h = sc.per_element, sc.group_sum, cot.hyper
