@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .. import inputs, methods
+from .. import inputs
 from ..adam_api import ADAM_METHODS, AdamProblem
 from ..adam_rule import AdamFormat
 from .problem import TorchDerivatives, as_numpy
