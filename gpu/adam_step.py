@@ -26,6 +26,7 @@ from .engine import bits_bound, buffer_figures, host, to_fixed_device
 
 NO_FLAG = (1 << 64) - 1
 BLOCK = 256
+CHUNK = 64              # steps whose constants are copied to the device together
 FORWARD, UNDO_POSITION, UNDO_MOMENTS = "adam_fwd", "adam_undo_position", "adam_undo_moments"
 
 
@@ -122,12 +123,21 @@ class DeviceAdam:
         self._no_flag = xp.asarray(np.array([NO_FLAG], dtype=np.uint64))
         self.flags = xp.empty(3 * self.T, dtype=np.uint64)       # one word per launch
         self.flags[:] = self._no_flag
+        self._chunk = None      # (first step, (3, steps, G) int64 rows, (steps, G, 17) constants)
 
-    # the constants of step t, as the numba kernel reads them (``stats`` only for the formats)
     def _constants(self, t):
-        (n1, n2, nd), consts = step_constants(self, t)
-        xp = self.xp
-        return [xp.asarray(a) for a in (n1, n2, nd)], xp.asarray(np.ascontiguousarray(consts))
+        """Step ``t``'s ``(n1, n2, nd)`` rows and constants on the device, as the numba kernel
+        reads them: computed and copied for :data:`CHUNK` steps at a time (two host-to-device
+        copies per chunk instead of four per launch)."""
+        start = (t // CHUNK) * CHUNK
+        if self._chunk is None or self._chunk[0] != start:
+            rows, consts = step_constants(self, slice(start, min(start + CHUNK, self.T)))
+            xp = self.xp
+            self._chunk = (start, xp.asarray(np.ascontiguousarray(np.stack(rows))),
+                           xp.asarray(np.ascontiguousarray(consts)))
+        _, rows, consts = self._chunk
+        i = t - start
+        return [rows[0, i], rows[1, i], rows[2, i]], consts[i]
 
     def slot(self, kernel, t):
         """The flag word of a launch: forward steps first, then the reverse pass's two per step."""
