@@ -11,7 +11,13 @@ Measures
 3. exact hypergradient (exact forward + exact reverse) over plain float64 GPU training for an MLP
    with about 10^7 weights;
 4. the speed-up over the CPU engine (reversible.trajectory with the NumPy MLP) on the same problem,
-   measured on this machine's CPU with a smaller T and compared per step.
+   measured on this machine's CPU with a smaller T and compared per step;
+5. one exact Adam step (reversible.gpu.adam_step.DeviceAdam's forward kernel with its per-step
+   constants, gradient given, as reversible.gpu.adam runs it) over one float64 CuPy AdamW step
+   (one fused elementwise kernel) at N = 10^6 and 10^7, and the exact reverse step (both undo
+   kernels) beside it.  ``--adam`` runs only this part (seconds).
+
+Needs CuPy and a CUDA device; without them it exits with status 2 and the install line.
 """
 
 import argparse
@@ -39,15 +45,24 @@ else:   # not installed, or installed from another checkout: load this checkout'
     sys.modules["reversible.gpu"] = rgpu
     _spec.loader.exec_module(rgpu)
 
+from reversible.adam_rule import AdamSchedule  # noqa: E402
 from reversible.buffer import ideal_bits, quantize_beta  # noqa: E402
+from reversible.gpu.adam_step import DeviceAdam  # noqa: E402
 from reversible.gpu.engine import BLOCK, FWD_KERNELS, NO_ERROR, Engine, _kernels  # noqa: E402
 from reversible.gpu.mlp import MLP  # noqa: E402
 from reversible.trajectory import Schedule, forward, reverse  # noqa: E402
 
 
 def timed(cp, fn, reps):
-    """Median milliseconds of ``fn()`` over ``reps`` runs, timed with device events."""
+    """Median milliseconds of ``fn()`` over ``reps`` runs, timed with device events (wall clock
+    on the CPU emulation, where ``cp`` is NumPy)."""
     out = []
+    if cp is np:
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            fn()
+            out.append(1e3 * (time.perf_counter() - t0))
+        return float(np.median(out))
     for _ in range(reps):
         a, b = cp.cuda.Event(), cp.cuda.Event()
         a.record()
@@ -126,6 +141,77 @@ def plain_step_ms(cp, N, T):
     return timed(cp, run, 3) / T
 
 
+_PLAIN_ADAMW = None
+
+
+def plain_adamw(cp):
+    """One float64 AdamW step as one fused CuPy kernel (the baseline an exact step is timed against)."""
+    global _PLAIN_ADAMW
+    if cp is np:                                  # the emulation (tests): the same step in NumPy
+        def step(g, alpha, b1, b2, c1, c2, eps, decay, w, m, s):
+            m *= b1
+            m += (1.0 - b1) * g
+            s *= b2
+            s += (1.0 - b2) * (g * g)
+            w *= decay
+            w -= alpha * (m / c1) / (np.sqrt(s / c2) + eps)
+        return step
+    if _PLAIN_ADAMW is None:
+        _PLAIN_ADAMW = cp.ElementwiseKernel(
+            "float64 g, float64 alpha, float64 b1, float64 b2, float64 c1, float64 c2, "
+            "float64 eps, float64 decay", "float64 w, float64 m, float64 s",
+            "m = b1 * m + (1.0 - b1) * g; s = b2 * s + (1.0 - b2) * (g * g); "
+            "w = decay * w - alpha * (m / c1) / (sqrt(s / c2) + eps);", "plain_adamw_step")
+    return _PLAIN_ADAMW
+
+
+def adam_step(cp, N, T=20, reps=3, weight_decay=0.01, backend=None):
+    """Milliseconds per step: exact Adam forward, its reverse, and a plain float64 AdamW step
+    (``backend``: :func:`reversible.gpu.emulate.backend` for a test on the CPU, ``cp`` = NumPy)."""
+    rng = cp.random.default_rng(0)
+    w0 = rng.standard_normal(N)
+    g = 1e-2 * rng.standard_normal(N)
+    steps = 1 + reps * T                          # step 0 chooses the moments' formats (one copy)
+    sched = AdamSchedule.build(np.full(steps, 1e-3), np.full(steps, 0.9), np.full(steps, 0.999),
+                               np.zeros(N, np.int64), 1, 1e-8, weight_decay)
+    dev = DeviceAdam(sched, w0, deferred=True, backend=backend)
+    dev.forward(g, 0)
+    fwd = []
+    for r in range(reps):
+        def run_fwd(r=r):
+            for t in range(1 + r * T, 1 + (r + 1) * T):
+                dev.forward(g, t)
+        fwd.append(timed(cp, run_fwd, 1) / T)
+    rev = []
+    for r in reversed(range(reps)):
+        def run_rev(r=r):
+            for t in range(r * T + T, r * T, -1):
+                dev.undo_position(t)
+                dev.undo_moments(g, t)
+        rev.append(timed(cp, run_rev, 1) / T)
+    dev.undo_position(0)
+    dev.undo_moments(g, 0)
+    launches = [(k, t) for t in range(steps) for k in ("adam_fwd", "adam_undo_position",
+                                                       "adam_undo_moments")]
+    errors = [e for e in dev.errors(launches) if e is not None]
+    exact = not errors and dev.is_back()
+    w, m, s = w0.copy(), cp.zeros(N), cp.zeros(N)
+    k = plain_adamw(cp)
+    b1, b2 = float(sched.beta1s[0, 0]), float(sched.beta2s[0, 0])
+    decay = float(sched.decay[0, 0])
+
+    def run_plain():
+        for t in range(1, T + 1):
+            k(g, 1e-3, b1, b2, 1 - b1 ** t, 1 - b2 ** t, 1e-8, decay, w, m, s)
+    run_plain()
+    plain = timed(cp, run_plain, reps) / T
+    f, r_ = float(np.median(fwd)), float(np.median(rev))
+    return dict(N=N, T=T, weight_decay=weight_decay, exact_forward_ms_per_step=f,
+                exact_reverse_ms_per_step=r_, plain_adamw_ms_per_step=plain,
+                forward_over_plain=f / plain, reverse_over_plain=r_ / plain,
+                reversed_exactly=bool(exact), errors=[str(e) for e in errors[:3]])
+
+
 def mlp_problem(xp, sizes, batch, dtype, n_data=4096, seed=0):
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((n_data, sizes[0]))
@@ -185,12 +271,30 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default="bench_gpu.json")
     ap.add_argument("--quick", action="store_true", help="small sizes (a smoke test)")
+    ap.add_argument("--adam", action="store_true", help="only the Adam step rows (seconds)")
     args = ap.parse_args(argv)
-    cp = rgpu.require_cupy()
+    try:
+        cp = rgpu.require_cupy()
+    except rgpu.GPUUnavailableError as err:
+        print(f"bench_gpu.py measures reversible.gpu on a CUDA device and cannot run here: {err}",
+              file=sys.stderr)
+        raise SystemExit(2) from None
     dev = cp.cuda.Device()
     props = cp.cuda.runtime.getDeviceProperties(dev.id)
     res = dict(device=props["name"].decode(), cupy=cp.__version__, cpu=platform.processor(),
                numpy=np.__version__)
+    res["adam_step"] = []
+    for N_adam in ((10 ** 5,) if args.quick else (10 ** 6, 10 ** 7)):
+        r = adam_step(cp, N_adam, T=5 if args.quick else 20)
+        res["adam_step"].append(r)
+        print(f"Adam step N={N_adam}: exact forward {r['exact_forward_ms_per_step']:.3f} ms, "
+              f"plain float64 AdamW {r['plain_adamw_ms_per_step']:.3f} ms -> "
+              f"{r['forward_over_plain']:.2f}x; exact reverse {r['exact_reverse_ms_per_step']:.3f} ms "
+              f"({r['reverse_over_plain']:.2f}x); exact={r['reversed_exactly']}", flush=True)
+    if args.adam:
+        pathlib.Path(args.out).write_text(json.dumps(res, indent=2))
+        print(f"wrote {args.out}")
+        return res
     N = (1 << 20) if args.quick else (1 << 26)
     T = 10 if args.quick else 40
     bw = copy_bandwidth(cp, (256 << 20) if args.quick else (4 << 30))

@@ -21,6 +21,19 @@ POS_BITS = ("w_step_nonfinite", "w_step", "w", "underflow", "undo_overflow")
 MOM_BITS = ("s_step_nonfinite", "s_step", "s", "underflow_s", "undo_overflow_s",
             "m_step_nonfinite", "m_step", "m", "underflow_m", "undo_overflow_m")
 
+# kernel -> C parameter list (the emulation's launchers are generated from these)
+KERNELS = {
+    "adam_fwd": "i64* W, i64* M, i64* S, u64* head, int* ptr, u16* tail, const double* g, "
+                "const i64* n1s, const i64* n2s, const i64* nds, const double* consts, "
+                "const int* gidx, i64 N, int has_gidx, i64 cap, u64* flag",
+    "adam_undo_position": "i64* W, const i64* M, const i64* S, u64* head, int* ptr, u16* tail, "
+                          "const i64* nds, const double* consts, const int* gidx, i64 N, "
+                          "int has_gidx, i64 cap, u64* flag",
+    "adam_undo_moments": "i64* M, i64* S, u64* head, int* ptr, u16* tail, const double* g, "
+                         "const i64* n1s, const i64* n2s, const double* consts, const int* gidx, "
+                         "i64 N, int has_gidx, i64 cap, u64* flag",
+}
+
 ADAM_SOURCE = r"""
 /* the flag keeps the lowest failing check: it starts at 2**64 - 1 */
 __device__ __forceinline__ void flag_bit(u64* flag, int bit) {

@@ -1,10 +1,11 @@
 """Run the CUDA kernels' source on the CPU, for tests on machines without a GPU.
 
-:func:`backend` compiles :data:`reversible.gpu._source.SOURCE` with the host
-C++ compiler behind a small header that maps the CUDA built-ins to sequential
-C++ (one thread per block, so warp shuffles and barriers are trivial), and
-returns a backend that :class:`reversible.gpu.engine.Engine` and
-:func:`reversible.gpu.sgd` accept in place of CuPy (arrays are NumPy).  The
+:func:`backend` compiles the CUDA source of both update rules
+(:mod:`reversible.gpu._source`, :mod:`reversible.gpu._adam_source`) with the
+host C++ compiler behind a small header that maps the CUDA built-ins to
+sequential C++ (one thread per block, so warp shuffles and barriers are
+trivial), and returns a backend that :func:`reversible.gpu.sgd` and
+:func:`reversible.gpu.adam` accept in place of CuPy (arrays are NumPy).  The
 integer and float64 logic is the very code the GPU runs; launch geometry,
 atomics and the device's memory system are not exercised.
 """
@@ -19,7 +20,7 @@ import types
 
 import numpy as np
 
-from . import _source
+from . import _adam_source, _source
 
 _SHIM = r"""
 #include <cmath>
@@ -128,23 +129,17 @@ def _kernel(lib, name):
     return launch
 
 
-def extra_kernels(extra_source, kernels):
-    """Launchers of the kernels in ``extra_source`` (CUDA C compiled after the engine's
-    source, e.g. ``gpu/_adam_source.py``), run on the CPU: ``{name: launch(grid, block, args)}``.
-    ``kernels`` maps each kernel name to its C parameter list."""
-    key = ("extra", extra_source)
-    if key not in _CACHE:
-        _CACHE[key] = _build(extra_source, kernels)
-    return {n: _kernel(_CACHE[key], n) for n in kernels}
-
-
 def backend(sms=1):
     """A backend running the kernels on the CPU (``xp`` is NumPy); raises RuntimeError without a compiler.
 
-    ``sms`` plays the multiprocessor count: the reverse kernel uses ``8 * sms``
-    blocks at most, each looping over a contiguous range of elements.
+    It holds the kernels of both update rules: SGD with momentum's (for
+    :class:`reversible.gpu.engine.Engine`) and Adam's (for
+    :class:`reversible.gpu.adam_step.DeviceAdam`).  ``sms`` plays the
+    multiprocessor count: the reverse kernel uses ``8 * sms`` blocks at most,
+    each looping over a contiguous range of elements.
     """
+    kernels = dict(_KERNELS, **_adam_source.KERNELS)
     if "lib" not in _CACHE:
-        _CACHE["lib"] = _build()
+        _CACHE["lib"] = _build(_adam_source.ADAM_SOURCE, kernels)
     lib = _CACHE["lib"]
-    return types.SimpleNamespace(xp=np, kernels={n: _kernel(lib, n) for n in _KERNELS}, sms=int(sms))
+    return types.SimpleNamespace(xp=np, kernels={n: _kernel(lib, n) for n in kernels}, sms=int(sms))

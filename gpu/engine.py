@@ -22,6 +22,7 @@ from reversible.buffer import (BETA_ONE, HEAD_BITS, HEAD_LOW, UNDO_OVERFLOW_MESS
                                WORD_DTYPE, ideal_bits)
 from reversible.errors import (BufferUnderflowError, FixedPointOverflowError, NonFiniteError,
                                ReversibilityError, ReversibleError)
+from reversible.fixedpoint import overflow_remedy
 
 from . import _source
 from ._cupy import require_cupy
@@ -133,17 +134,27 @@ def _kernels(cp):
 
 
 def to_fixed_device(cp, x, frac_bits, what):
-    """``rint(x * 2**frac_bits)`` as int64 on the device, checked like :func:`reversible.fixedpoint.to_fixed`."""
+    """``rint(x * 2**frac_bits)`` as int64 on the device, checked (and worded) like
+    :func:`reversible.fixedpoint.to_fixed`."""
     x = cp.asarray(x, dtype=cp.float64)
-    if not bool(cp.isfinite(x).all()):
-        raise NonFiniteError(f"{what} contains NaN or Inf")
+    bad = int(cp.count_nonzero(~cp.isfinite(x)))
+    if bad:
+        raise NonFiniteError(f"{what} contains NaN or Inf ({bad} of {x.size} entries)")
     scaled = cp.rint(x * (2.0 ** frac_bits))
     if bool((cp.abs(scaled) >= 2.0 ** 63).any()):
         raise FixedPointOverflowError(
             f"{what} overflows the fixed-point range (|value| up to {float(cp.abs(x).max()):g}); "
-            f"representable magnitudes are below {2.0 ** (63 - frac_bits):g} with "
-            f"frac_bits={frac_bits}: use fewer frac_bits or rescale the problem")
+            + overflow_remedy(frac_bits))
     return scaled.astype(cp.int64)
+
+
+def buffer_figures(xp, head, ptr, tail):
+    """Bits held (16 per tail word + each head above ``2**48``), words and bytes of a device
+    buffer, as :class:`reversible.buffer.InfoBuffer` counts them."""
+    bits = float(WORD_BITS * xp.sum(ptr, dtype=xp.float64)
+                 + xp.sum(xp.log2(head.astype(xp.float64)) - (HEAD_BITS - WORD_BITS)))
+    return {"buffer_bits": bits, "buffer_words": int(xp.sum(ptr, dtype=xp.int64)),
+            "buffer_bytes": int(head.nbytes + ptr.nbytes + tail.nbytes)}
 
 
 class Engine:
@@ -269,15 +280,13 @@ class Engine:
 
     # ------------------------------------------------------------ accounting
     def buffer_bits(self):
-        cp = self.cp
-        return float(WORD_BITS * cp.sum(self.ptr, dtype=cp.float64)
-                     + cp.sum(cp.log2(self.head.astype(cp.float64)) - (HEAD_BITS - WORD_BITS)))
+        return buffer_figures(self.cp, self.head, self.ptr, self.tail)["buffer_bits"]
 
     def buffer_words(self):
-        return int(self.cp.sum(self.ptr, dtype=self.cp.int64))
+        return buffer_figures(self.cp, self.head, self.ptr, self.tail)["buffer_words"]
 
     def nbytes(self):
-        return int(self.head.nbytes + self.ptr.nbytes + self.tail.nbytes)
+        return buffer_figures(self.cp, self.head, self.ptr, self.tail)["buffer_bytes"]
 
     def buffer_arrays(self):
         """``(head, ptr, tail)`` as NumPy arrays; ``tail`` is ``uint16[max(ptr), N]``, like

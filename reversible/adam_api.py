@@ -152,22 +152,13 @@ def adam_inputs(train_loss, w0, alphas, beta1s, beta2s, meta=None, *, eps=1e-8,
 
 def _per_group(x, G, name):
     """A positive scalar or one value per group as a differentiable ``(G,)`` array."""
-    val = validate.real_array(x, name)
-    validate.in_interval(val, name, 0.0, low_open=True)
-    if val.ndim == 0:
-        return x * anp.ones(G)
-    if val.shape == (G,):
-        return x * 1.0
-    raise ValueError(f"{name} must be a scalar or one value per group ({G},); got {val.shape}")
+    val = inputs.per_group_values(x, G, name)
+    return x * anp.ones(G) if val.ndim == 0 else x * 1.0
 
 
 def _decay_rows(x, G, T):
     """AdamW's decay (scalar, per group or ``(T, G)``, each >= 0) as a differentiable ``(T, G)``."""
-    val = validate.real_array(x, "weight_decay")
-    validate.in_interval(val, "weight_decay", 0.0)
-    if val.ndim == 0 or val.shape == (G,):
-        return anp.ones((T, 1)) * anp.reshape(x * anp.ones(G), (1, G))
+    val = inputs.decay_values(x, G, T)
     if val.shape == (T, G):
         return x * 1.0
-    raise ValueError(f"weight_decay must be a scalar, one per group ({G},) or a schedule "
-                     f"({T}, {G}); got {val.shape}")
+    return anp.ones((T, 1)) * anp.reshape(x * anp.ones(G), (1, G))

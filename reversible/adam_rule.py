@@ -378,28 +378,28 @@ def numpy_undo_moments(state, g, t):
 def step_constants(state, t):
     """Per-group ``(n1, n2, nd)`` rows and the float constants of step ``t`` (``(G, 17)``) that
     the compiled kernels (numba, CUDA) read: ``[2**fm, 2**fs, alpha, c1, c2, eps, 1 - beta1,
-    1 - beta2, 2**fw, 2**-fm, 2**-fs, 1 / n1, 1 / n2, 1 / nd, 2 / n1, 2 / n2, 2 / nd]``."""
+    1 - beta2, 2**fw, 2**-fm, 2**-fs, 1 / n1, 1 / n2, 1 / nd, 2 / n1, 2 / n2, 2 / nd]``.
+    ``t`` may be a slice of steps: rows ``(steps, G)`` and constants ``(steps, G, 17)``."""
     s, fmt = state.schedule, state.fmt
     c1, c2 = s.bias_corrections()
-    G = s.G
-    consts = np.empty((G, 17))
-    consts[:, 0] = 2.0 ** fmt.m.astype(np.float64)
-    consts[:, 1] = 2.0 ** fmt.s.astype(np.float64)
-    consts[:, 2] = s.alphas[t]
-    consts[:, 3] = c1[t]
-    consts[:, 4] = c2[t]
-    consts[:, 5] = s.eps
-    consts[:, 6] = (BETA_ONE - s.n[t]) / float(BETA_ONE)
-    consts[:, 7] = (BETA_ONE - s.n2[t]) / float(BETA_ONE)
-    consts[:, 8] = 2.0 ** fmt.w
-    consts[:, 9] = 2.0 ** -fmt.m.astype(np.float64)
-    consts[:, 10] = 2.0 ** -fmt.s.astype(np.float64)
-    consts[:, 11] = 1.0 / s.n[t]
-    consts[:, 12] = 1.0 / s.n2[t]
-    consts[:, 13] = 1.0 / s.n_decay[t]
-    consts[:, 14] = 2.0 / s.n[t]
-    consts[:, 15] = 2.0 / s.n2[t]
-    consts[:, 16] = 2.0 / s.n_decay[t]
+    consts = np.empty(np.shape(s.alphas[t]) + (17,))
+    consts[..., 0] = 2.0 ** fmt.m.astype(np.float64)
+    consts[..., 1] = 2.0 ** fmt.s.astype(np.float64)
+    consts[..., 2] = s.alphas[t]
+    consts[..., 3] = c1[t]
+    consts[..., 4] = c2[t]
+    consts[..., 5] = s.eps
+    consts[..., 6] = (BETA_ONE - s.n[t]) / float(BETA_ONE)
+    consts[..., 7] = (BETA_ONE - s.n2[t]) / float(BETA_ONE)
+    consts[..., 8] = 2.0 ** fmt.w
+    consts[..., 9] = 2.0 ** -fmt.m.astype(np.float64)
+    consts[..., 10] = 2.0 ** -fmt.s.astype(np.float64)
+    consts[..., 11] = 1.0 / s.n[t]
+    consts[..., 12] = 1.0 / s.n2[t]
+    consts[..., 13] = 1.0 / s.n_decay[t]
+    consts[..., 14] = 2.0 / s.n[t]
+    consts[..., 15] = 2.0 / s.n2[t]
+    consts[..., 16] = 2.0 / s.n_decay[t]
     rows = [np.ascontiguousarray(r, dtype=np.int64) for r in (s.n[t], s.n2[t], s.n_decay[t])]
     return rows, consts
 

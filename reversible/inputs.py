@@ -110,6 +110,26 @@ def momentum_schedule(betas, G, name="betas"):
     return out
 
 
+def per_group_values(x, G, name):
+    """A positive scalar or one value per group (Adam's ``eps``): the checked values (0-d or ``(G,)``)."""
+    val = validate.real_array(x, name)
+    validate.in_interval(val, name, 0.0, low_open=True)
+    if val.ndim == 0 or val.shape == (G,):
+        return val
+    raise ValueError(f"{name} must be a scalar or one value per group ({G},); got {val.shape}")
+
+
+def decay_values(x, G, T):
+    """AdamW's ``weight_decay``, each >= 0: a scalar, one per group or a ``(T, G)`` schedule
+    (the checked values, shape unchanged)."""
+    val = validate.real_array(x, "weight_decay")
+    validate.in_interval(val, "weight_decay", 0.0)
+    if val.ndim == 0 or val.shape == (G,) or val.shape == (T, G):
+        return val
+    raise ValueError(f"weight_decay must be a scalar, one per group ({G},) or a schedule "
+                     f"({T}, {G}); got {val.shape}")
+
+
 @dataclass
 class SGDInputs:
     """Everything :func:`reversible.sgd` needs after validation."""

@@ -215,23 +215,29 @@ class Derivatives:
         if callable(u) and self.grad_hvp is not None:
             # one gradient evaluation whose backward pass takes the vector built from it
             def vector(g):
-                return u(check_vector(g, N, "gradient", t))
+                return u(self.check(g, N, "gradient", t))
             g, hw, hm = self.grad_hvp(self.w, self.meta, t, vector)
-            g = check_vector(g, N, "gradient", t)
+            g = self.check(g, N, "gradient", t)
         elif callable(u):
             if self.grad is not None:
-                g = check_vector(self.grad(self.w, self.meta, t), N, "gradient", t)
+                g = self.check(self.grad(self.w, self.meta, t), N, "gradient", t)
             else:
-                g = check_vector(self.vjp(self.w, self.meta, t, np.zeros(N))[0], N, "gradient", t)
+                g = self.check(self.vjp(self.w, self.meta, t, np.zeros(N))[0], N, "gradient", t)
             u = u(g)
             _, hw, hm = self.vjp(self.w, self.meta, t, u)
         else:
             g, hw, hm = self.vjp(self.w, self.meta, t, u)
-            g = check_vector(g, N, "gradient", t)
-        hw = check_vector(hw, N, "Hessian-vector product", t)
+            g = self.check(g, N, "gradient", t)
+        hw = self.check(hw, N, "Hessian-vector product", t)
         if self.meta_size:
-            hm = check_vector(hm, self.meta_size, "mixed Hessian-vector product", t)
+            hm = self.check(hm, self.meta_size, "mixed Hessian-vector product", t)
         return g, hw, hm
+
+    @staticmethod
+    def check(x, size, what, step):
+        """A returned vector as float64 of ``size`` entries, all finite (:func:`check_vector`;
+        the GPU front end checks on the device instead)."""
+        return check_vector(x, size, what, step)
 
 
 class UpdateRule:
@@ -508,23 +514,33 @@ def _diverged_at(t):
     gradient itself is checked outside) can only mean the trajectory diverged."""
     try:
         yield
-    except BufferUnderflowError as err:
-        raise BufferUnderflowError(f"reverse pass diverged from the forward trajectory at step {t}: "
-                                   f"{err}. {_NOT_DETERMINISTIC}") from err
-    except FixedPointOverflowError as err:
-        raise ReversibilityError(f"reverse pass diverged from the forward trajectory at step {t} "
-                                 f"(a value left the fixed-point range it stayed in going forward: "
-                                 f"{err}). {_NOT_DETERMINISTIC}") from err
-    except NonFiniteError as err:
-        raise ReversibilityError(f"reverse pass diverged from the forward trajectory at step {t} "
-                                 f"(a recomputed value is not finite: {err}). "
-                                 f"{_NOT_DETERMINISTIC}") from err
+    except (BufferUnderflowError, FixedPointOverflowError, NonFiniteError) as err:
+        raise diverged_error(err, t) from err
+
+
+def diverged_error(err, t):
+    """The error of a reverse pass whose step ``t`` failed with ``err`` (an empty buffer,
+    overflow or a non-finite recomputed value: the trajectory diverged); every engine's wording."""
+    if isinstance(err, BufferUnderflowError):
+        return BufferUnderflowError(f"reverse pass diverged from the forward trajectory at step {t}: "
+                                    f"{err}. {_NOT_DETERMINISTIC}")
+    if isinstance(err, FixedPointOverflowError):
+        return ReversibilityError(f"reverse pass diverged from the forward trajectory at step {t} "
+                                  f"(a value left the fixed-point range it stayed in going forward: "
+                                  f"{err}). {_NOT_DETERMINISTIC}")
+    return ReversibilityError(f"reverse pass diverged from the forward trajectory at step {t} "
+                              f"(a recomputed value is not finite: {err}). {_NOT_DETERMINISTIC}")
 
 
 def _raise_not_reversed(state):
-    raise ReversibilityError(
-        f"the reverse pass did not return to the starting point bit for bit: {state.mismatch()}, "
-        f"buffer empty: {state.buffer.is_empty()}. " + _NOT_DETERMINISTIC)
+    raise not_reversed_error(state.mismatch(), state.buffer.is_empty())
+
+
+def not_reversed_error(mismatch, buffer_empty):
+    """The error of a reverse pass that ended off its starting point (``mismatch`` says what differs)."""
+    return ReversibilityError(
+        f"the reverse pass did not return to the starting point bit for bit: {mismatch}, "
+        f"buffer empty: {buffer_empty}. " + _NOT_DETERMINISTIC)
 
 
 def _to_float(X, scale):
@@ -545,12 +561,22 @@ def _all_finite(x):
 def check_vector(x, size, what, step):
     x = np.asarray(x, dtype=np.float64)
     if x.size != size:
-        where = f" at step {step}" if step is not None else ""
-        raise ValueError(f"{what}{where} has {x.size} elements, expected {size}")
+        raise size_error(what, step, x.size, size)
     x = x.reshape(size)
     if not _all_finite(x):
-        where = f" at step {step}" if step is not None else ""
-        raise NonFiniteError(
-            f"{what}{where} contains NaN or Inf ({int(np.sum(~np.isfinite(x)))} of {size} "
-            "entries): lower the learning rate or check the loss for log(0) / overflow")
+        raise nonfinite_error(what, step, int(np.sum(~np.isfinite(x))), size)
     return x
+
+
+def size_error(what, step, got, size):
+    """The error for a vector of ``got`` entries where ``size`` were expected."""
+    where = f" at step {step}" if step is not None else ""
+    return ValueError(f"{what}{where} has {got} elements, expected {size}")
+
+
+def nonfinite_error(what, step, count, size):
+    """The error for ``count`` of ``size`` entries of a vector that are NaN or Inf."""
+    where = f" at step {step}" if step is not None else ""
+    return NonFiniteError(
+        f"{what}{where} contains NaN or Inf ({count} of {size} entries): lower the learning rate "
+        "or check the loss for log(0) / overflow")

@@ -118,3 +118,46 @@ def test_dlpack_inputs_from_torch():
 
 def test_division_routine_matches_numpy():
     assert selfcheck.check_division() is True
+
+
+def test_adam_on_the_device_is_the_cpu_engine():
+    """reversible.gpu.adam on CuPy: w_T, moments and buffer bit for bit with the CPU engine,
+    hypergradients to rounding (the device sums groups in another order), errors by step."""
+    from reversible.adam_rule import AdamSchedule
+    N, T = 3001, 60
+    rng = np.random.default_rng(4)
+    A = rng.uniform(0.5, 2.0, N)
+    gi = np.repeat([0, 1, 2], [1000, 1000, 1001])
+    alphas = 0.01 * (1 + rng.random((T, 3)))
+    b1, b2 = np.full((T, 3), 0.9), np.tile([0.99, 0.999, 0.9], (T, 1))
+    eps, wd = np.array([1e-8, 1e-6, 1e-3]), 0.05
+
+    def grad(w, meta, t):
+        xp = cp.get_array_module(w)
+        return xp.asarray(A) * w + meta * xp.sin(w + 0.1 * t)
+
+    def vjp(w, meta, t, u):
+        xp = cp.get_array_module(w)
+        return grad(w, meta, t), xp.asarray(A) * u + meta * xp.cos(w + 0.1 * t) * u, \
+            xp.asarray([float((xp.sin(w + 0.1 * t) * u).sum())])
+
+    w0 = rng.normal(size=N)
+    meta = 0.3
+    sched = AdamSchedule.build(alphas, b1, b2, gi, 3, eps, wd)
+    st = forward(grad, w0, sched, meta, kernel="numpy")
+    run = rgpu.adam(grad, cp.asarray(w0), alphas, b1, b2, meta, vjp=vjp, eps=eps, weight_decay=wd,
+                    group_index=gi, check_every=16)
+    dev = run.engine
+    for ours, theirs in ((dev.W, st.W), (dev.M, st.M), (dev.S, st.S), (dev.head, st.buffer.head),
+                         (dev.ptr, st.buffer.ptr)):
+        assert np.array_equal(ours.get(), theirs)
+    dw = rng.normal(size=N)
+    ref = reverse(st, vjp, dw, meta=np.array([meta]), meta_size=1, kernel="numpy", grad=grad)
+    hyper = run.hypergradient(cp.asarray(dw))
+    assert run.stats["reversed_exactly"] is True
+    for kind in ("w0", "alphas", "beta1s", "beta2s", "eps", "weight_decay", "meta"):
+        np.testing.assert_allclose(hyper[kind].get(), ref[kind], rtol=1e-12,
+                                   atol=1e-14 * np.abs(ref[kind]).max(), err_msg=kind)
+    nan = lambda w, m, t: grad(w, m, t) * (cp.nan if t == 9 else 1.0)
+    with pytest.raises(NonFiniteError, match="gradient at step 9 contains NaN or Inf"):
+        rgpu.adam(nan, cp.asarray(w0), alphas, b1, b2, meta, eps=eps, group_index=gi)

@@ -148,3 +148,44 @@ def _loss(w, meta, t):
 def test_bad_adam_input_is_a_clear_error(call, err, match):
     with pytest.raises(err, match=match):
         call()
+
+
+# ---------------------------------------------------------------- CUDA path, emulated on the CPU
+@pytest.mark.parametrize("dtype", [F64, torch.float32])
+def test_cuda_path_on_emulated_kernels_is_the_cpu_engine_bit_for_bit(digits, emu, dtype):
+    """rt.adam's CUDA code path (reversible.gpu.adam, DLPack exchange, the engine's error flags
+    read every check_every steps) run on the emulated kernels: the same params_T and the same
+    hypergradient of every kind as the CPU engine, bit for bit."""
+    train_loss, val_loss, params0 = mlp_problem(digits, dtype)
+    h = hypers(len(params0), T=5)
+    stats = {}
+    out = {}
+    for name, kw in [("cpu", {}), ("emulated", {"gpu_backend": emu, "stats": stats,
+                                                 "check_every": 2})]:
+        pT = rt.adam(train_loss, params0, h["log_alpha"].exp(), torch.sigmoid(h["logit_b1"]),
+                     torch.sigmoid(h["logit_b2"]), h["meta"], eps=h["log_eps"].exp(),
+                     weight_decay=h["weight_decay"], **kw)
+        out[name] = (pT, torch.autograd.grad(val_loss(pT), list(params0.values()) + list(h.values())))
+    assert stats["reversed_exactly"] is True and stats["rule"] == "adam"
+    assert stats["device"] == "cuda" and stats["tail_capacity_words"] > 0      # the GPU path ran
+    assert all(torch.equal(out["cpu"][0][k], out["emulated"][0][k]) for k in params0)
+    assert all(out["cpu"][0][k].dtype == dtype for k in params0)
+    for a, b in zip(out["emulated"][1], out["cpu"][1]):
+        assert torch.equal(a, b)
+
+
+def test_cuda_path_refuses_cpu_only_methods_and_names_nondeterminism(emu):
+    with pytest.raises(ValueError, match="runs on CPU tensors only"):
+        rt.adam(_loss, W0, AL, B1, B2, method="checkpointed", gpu_backend=emu)
+    calls = {"n": 0}
+
+    def drifting(w, meta, t):
+        calls["n"] += 1
+        return ((w - (0.0 if calls["n"] < 8 else 1e-3)) ** 2).sum()
+
+    alphas = AL.clone().requires_grad_()
+    wT = rt.adam(drifting, torch.ones(3, dtype=F64), alphas, B1, B2, gpu_backend=emu)
+    from reversible import ReversibilityError
+    with pytest.raises(ReversibilityError, match="did not return to the starting point.*"
+                                                 "torch.use_deterministic_algorithms"):
+        torch.autograd.grad(wT.sum(), alphas)

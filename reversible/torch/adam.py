@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .. import inputs, methods, validate
+from .. import inputs
 from ..adam_api import ADAM_METHODS, AdamProblem
 from ..adam_rule import AdamFormat
 from .problem import TorchDerivatives, as_numpy
-from .sgd import AUTOGRAD_ONLY
+from .sgd import AUTOGRAD_ONLY, method_for_device
 from .training import (CpuRun, TrainingRun, host_copy, host_values, needs_graph,
                        prepare, schedule_tensor, straight_through_beta,
                        unrolled_gradient)
@@ -35,7 +35,7 @@ class TorchAdamProblem(TorchDerivatives, AdamProblem):
 
 def adam(train_loss, params0, alphas, beta1s, beta2s, meta=None, *, eps=1e-8, weight_decay=0.0,
          method="exact", frac_bits=None, stats=None, kernel="auto", progress=False, hvp="auto",
-         check_determinism=True, **options):
+         check_determinism=True, check_every=256, gpu_backend=None, **options):
     """Train ``params0`` for ``T = len(alphas)`` steps of Adam (AdamW with ``weight_decay``).
 
     The contract of :func:`reversible.adam` (PyTorch's update rule, bias
@@ -47,8 +47,11 @@ def adam(train_loss, params0, alphas, beta1s, beta2s, meta=None, *, eps=1e-8, we
     whose backward gives hypergradients with respect to ``params0``,
     ``alphas``, ``beta1s``, ``beta2s``, ``eps``, ``weight_decay`` and ``meta``.
     Methods: ``"exact"``, ``"unrolled"`` (the PyTorch reference) and, on CPU
-    tensors, ``"checkpointed"``, ``"truncated"`` and ``"drmad"``.  CUDA tensors
-    take ``"unrolled"`` only (the CUDA kernels implement SGD with momentum).
+    tensors, ``"checkpointed"``, ``"truncated"`` and ``"drmad"``.  CUDA
+    tensors train exactly on the CuPy kernels of :func:`reversible.gpu.adam`
+    (``method="exact"``, the default) or take ``"unrolled"``; there the
+    engine's error flags are read every ``check_every`` steps, and
+    ``gpu_backend`` (tests) runs that path on :func:`reversible.gpu.emulate.backend`.
     """
     prep, progress = prepare(train_loss, params0, meta, stats, hvp, kernel, progress)
     tree, device, stats = prep.tree, prep.device, prep.stats
@@ -60,14 +63,8 @@ def adam(train_loss, params0, alphas, beta1s, beta2s, meta=None, *, eps=1e-8, we
     eps_g = _per_group(eps, G, "eps", device)
     wd2 = _decay_rows(weight_decay, G, T, device)
     AdamFormat.parse(frac_bits, G)                  # validates before any training
-    if method not in ADAM_METHODS or method in AUTOGRAD_ONLY:
-        raise ValueError(f"method {method!r} does not support Adam with PyTorch; choose one of "
-                         f"{[m for m in ADAM_METHODS if m not in AUTOGRAD_ONLY]}")
-    if device.type == "cuda" and method != "unrolled":
-        raise ValueError("exact Adam runs on CPU tensors (the CUDA kernels implement SGD with "
-                         "momentum); use method='unrolled' on CUDA, or rt.sgd")
-    m = methods.get(method)
-    methods.check_options(method, options, m.option_names())
+    on_gpu = device.type == "cuda" or gpu_backend is not None
+    m = _method(method, options, on_gpu)
     stats.update(method=method, rule="adam", T=T, N=tree.size, groups=G, device=str(device),
                  hvp=prep.derivs.hvp)
     prep.check_step0(check_determinism)
@@ -78,6 +75,19 @@ def adam(train_loss, params0, alphas, beta1s, beta2s, meta=None, *, eps=1e-8, we
         stats["forward_seconds"] = time.perf_counter() - t0
         return tree.unflatten(w_T)
     meta_value = prep.meta_value
+    if on_gpu:
+        from .cuda import CudaRun, gpu_module
+
+        def start(grad, vjp, grad_hvp):
+            return gpu_module().adam(
+                grad, prep.w0_value, host_copy(alphas2), host_copy(b1), host_copy(b2), meta_value,
+                vjp=vjp, grad_hvp=grad_hvp, eps=host_copy(eps_g), weight_decay=host_copy(wd2),
+                frac_bits=frac_bits, group_index=tree.group_index() if G > 1 else None,
+                stats=stats, check_every=check_every, progress=progress, backend=gpu_backend)
+
+        run = CudaRun(prep.derivs, start, device, options.get("check", True), gpu_backend)
+        w_T = TrainingRun.apply(run, KINDS, prep.w0, alphas2, b1, b2, eps_g, wd2, prep.meta)
+        return tree.unflatten(w_T)
     problem = TorchAdamProblem(
         None, as_numpy(prep.w0_value), None, host_copy(alphas2), host_copy(b1),
         None if meta_value is None else as_numpy(meta_value), tree.group_index(), frac_bits,
@@ -87,6 +97,14 @@ def adam(train_loss, params0, alphas, beta1s, beta2s, meta=None, *, eps=1e-8, we
     run = CpuRun(m, problem, options, stats)
     w_T = TrainingRun.apply(run, KINDS, prep.w0, alphas2, b1, b2, eps_g, wd2, prep.meta)
     return tree.unflatten(w_T)
+
+
+def _method(name, options, on_gpu):
+    """The registered method ``name`` for Adam, checked to work here with these ``options``."""
+    if name not in ADAM_METHODS or name in AUTOGRAD_ONLY:
+        raise ValueError(f"method {name!r} does not support Adam with PyTorch; choose one of "
+                         f"{[m for m in ADAM_METHODS if m not in AUTOGRAD_ONLY]}")
+    return method_for_device(name, options, on_gpu)
 
 
 def unrolled(prep, alphas2, beta1s, beta2s, eps, weight_decay):
@@ -121,10 +139,7 @@ def _sqrt0(x):
 
 def _per_group(x, G, name, device):
     """A positive scalar or one value per group as a float64 ``(G,)`` tensor."""
-    val = validate.real_array(host_values(x) if isinstance(x, torch.Tensor) else x, name)
-    validate.in_interval(val, name, 0.0, low_open=True)
-    if val.ndim not in (0, 1) or (val.ndim == 1 and val.shape != (G,)):
-        raise ValueError(f"{name} must be a scalar or one value per group ({G},); got {val.shape}")
+    val = inputs.per_group_values(host_values(x) if isinstance(x, torch.Tensor) else x, G, name)
     t = x.to(device, torch.float64) if isinstance(x, torch.Tensor) else \
         torch.as_tensor(np.asarray(val, dtype=np.float64), device=device)
     return t.expand(G) if t.dim() == 0 else t
@@ -132,11 +147,7 @@ def _per_group(x, G, name, device):
 
 def _decay_rows(x, G, T, device):
     """AdamW's decay (scalar, per group or ``(T, G)``, each >= 0) as a float64 ``(T, G)`` tensor."""
-    val = validate.real_array(host_values(x) if isinstance(x, torch.Tensor) else x, "weight_decay")
-    validate.in_interval(val, "weight_decay", 0.0)
-    if not (val.ndim == 0 or val.shape == (G,) or val.shape == (T, G)):
-        raise ValueError(f"weight_decay must be a scalar, one per group ({G},) or a schedule "
-                         f"({T}, {G}); got {val.shape}")
+    val = inputs.decay_values(host_values(x) if isinstance(x, torch.Tensor) else x, G, T)
     t = x.to(device, torch.float64) if isinstance(x, torch.Tensor) else \
         torch.as_tensor(np.asarray(val, dtype=np.float64), device=device)
     return t.expand(T, G) if t.dim() < 2 else t

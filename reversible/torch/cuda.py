@@ -3,7 +3,8 @@
 The engine state (fixed-point weights and velocities, information buffer)
 lives in CuPy arrays; every step hands the weights to PyTorch as a tensor
 viewing the same device memory (``torch.from_dlpack``) and takes the gradient
-back the same way (``cupy.from_dlpack`` inside :func:`reversible.gpu.sgd`).
+back the same way (``cupy.from_dlpack`` inside :func:`reversible.gpu.sgd` and
+:func:`reversible.gpu.adam`).
 CuPy launches on PyTorch's current stream, so nothing waits for the device
 between steps: the engine's error flag is read every ``check_every`` steps
 and at the end.  ``backend`` (tests) runs the same CUDA source on the CPU
@@ -15,10 +16,8 @@ import contextlib
 
 import torch
 
-from ..buffer import effective_beta
 from .. import methods
 from ..errors import ReversibilityError
-from ..resolution import check_first_step
 from . import determinism
 
 
@@ -48,42 +47,38 @@ def gpu_module():
 
 
 class CudaRun:
-    """Exact training of a CUDA model on :func:`reversible.gpu.sgd`; ``backward`` reverses it."""
+    """Exact training of a CUDA model on :mod:`reversible.gpu`; ``backward`` reverses it.
+
+    ``start(grad, vjp, grad_hvp)`` trains on the device with the loss's
+    derivatives (:func:`reversible.gpu.sgd` or :func:`reversible.gpu.adam`
+    with the run's hyperparameters) and returns the trained run;
+    ``first_gradient(g)``, if given, sees step 0's gradient once (SGD's
+    resolution check).
+    """
 
     method = methods.get("exact")           # what the CUDA path runs (it sees every kind)
 
-    def __init__(self, derivs, w0, v0, schedule, betas, meta, frac_bits, group_index, stats, check,
-                 check_every, progress, backend=None):
-        self.derivs, self.w0, self.v0, self.meta = derivs, w0, v0, meta
-        self.schedule, self.betas, self.frac_bits = schedule, betas, frac_bits
-        self.group_index, self.stats, self.check = group_index, stats, check
-        self.check_every, self.progress, self.backend = check_every, progress, backend
-        self.device = w0.device
+    def __init__(self, derivs, start, device, check, backend=None, first_gradient=None):
+        self.derivs, self.start, self.device = derivs, start, device
+        self.check, self.backend, self.first_gradient = check, backend, first_gradient
         self.trained = None
-        self._check_resolution = True
 
     def grad(self, w, meta, t):
         g = self.derivs.grad(as_torch(w), meta, t)
-        if t == 0 and self._check_resolution:
-            # once, on the host: is frac_bits fine enough for step 0's increments?
-            self._check_resolution = False
-            beta = effective_beta(self.betas[0])[self.group_index]
-            self.stats["first_step_rounding"] = check_first_step(
-                g.detach().cpu().numpy(), self.schedule.alphas[0][self.group_index], 1.0 - beta,
-                self.frac_bits)
+        if t == 0 and self.first_gradient is not None:
+            first, self.first_gradient = self.first_gradient, None
+            first(g)
         return g
 
     def vjp(self, w, meta, t, u):
         return self.derivs.vjp(as_torch(w), meta, t, as_torch(u))
 
+    def grad_hvp(self, w, meta, t, vector):
+        return self.derivs.grad_then_hvp(as_torch(w), meta, t, lambda g: as_torch(vector(g)))
+
     def forward(self):
-        gpu = gpu_module()
         with torch_stream(self.backend, self.device):
-            self.trained = gpu.sgd(
-                self.grad, self.w0, self.schedule.alphas, self.betas, self.meta, vjp=self.vjp,
-                v0=self.v0, frac_bits=self.frac_bits,
-                group_index=self.group_index if self.schedule.G > 1 else None, stats=self.stats,
-                check_every=self.check_every, progress=self.progress, backend=self.backend)
+            self.trained = self.start(self.grad, self.vjp, self.grad_hvp)
             return as_torch(self.trained.w).to(self.device)
 
     def backward(self, dw):

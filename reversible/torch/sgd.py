@@ -16,7 +16,9 @@ import torch
 
 from .. import inputs, methods
 from ..api import FIXED_POINT_METHODS
+from ..buffer import effective_beta
 from ..fixedpoint import DEFAULT_FRAC_BITS, check_frac_bits
+from ..resolution import check_first_step
 from ..trajectory import Schedule
 from .problem import TorchProblem, as_numpy
 from .training import (CpuRun, TrainingRun, host_copy, needs_graph,
@@ -70,7 +72,7 @@ def sgd(train_loss, params0, alphas, betas, meta=None, *, v0=None, method="exact
     schedule = Schedule.build(host_copy(alphas2), host_copy(betas2), tree.group_index(), G)
     frac_bits = check_frac_bits(DEFAULT_FRAC_BITS if frac_bits is None else frac_bits)
     on_gpu = device.type == "cuda" or gpu_backend is not None
-    m = _method(method, options, on_gpu)
+    m = method_for_device(method, options, on_gpu)
     stats.update(method=method, T=T, N=tree.size, groups=G, frac_bits=frac_bits,
                  device=str(device), hvp=prep.derivs.hvp)
     prep.check_step0(check_determinism)
@@ -81,10 +83,23 @@ def sgd(train_loss, params0, alphas, betas, meta=None, *, v0=None, method="exact
         stats["forward_seconds"] = time.perf_counter() - t0
         return tree.unflatten(w_T)
     if on_gpu:
-        from .cuda import CudaRun
-        run = CudaRun(prep.derivs, prep.w0_value, v0_flat.detach(), schedule, host_copy(betas2),
-                      prep.meta_value, frac_bits, tree.group_index(), stats,
-                      options.get("check", True), check_every, progress, gpu_backend)
+        from .cuda import CudaRun, gpu_module
+        gi, betas_host = tree.group_index(), host_copy(betas2)
+
+        def start(grad, vjp, grad_hvp):
+            return gpu_module().sgd(
+                grad, prep.w0_value, schedule.alphas, betas_host, prep.meta_value, vjp=vjp,
+                v0=v0_flat.detach(), frac_bits=frac_bits, group_index=gi if G > 1 else None,
+                stats=stats, check_every=check_every, progress=progress, backend=gpu_backend)
+
+        def first_gradient(g):
+            # once, on the host: is frac_bits fine enough for step 0's increments?
+            beta = effective_beta(betas_host[0])[gi]
+            stats["first_step_rounding"] = check_first_step(
+                g.detach().cpu().numpy(), schedule.alphas[0][gi], 1.0 - beta, frac_bits)
+
+        run = CudaRun(prep.derivs, start, device, options.get("check", True), gpu_backend,
+                      first_gradient)
     else:
         meta_value = prep.meta_value
         problem = TorchProblem(None, as_numpy(prep.w0_value), as_numpy(v0_flat.detach()),
@@ -98,8 +113,9 @@ def sgd(train_loss, params0, alphas, betas, meta=None, *, v0=None, method="exact
     return tree.unflatten(w_T)
 
 
-def _method(name, options, on_gpu):
-    """The registered method ``name``, checked to work here with these ``options``."""
+def method_for_device(name, options, on_gpu):
+    """The registered method ``name``, checked to work here (CPU or CUDA tensors) with these
+    ``options`` (shared by :func:`sgd` and :func:`reversible.torch.adam`)."""
     m = methods.get(name)                           # unknown names: ValueError listing them
     if name == "unrolled":
         methods.check_options(name, options, [])
