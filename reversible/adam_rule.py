@@ -537,24 +537,28 @@ class AdamRule(trajectory.UpdateRule):
         cot.aux[1] = b2 * ds
 
     def _fused_adjoint_step(self, fused, cot, t, w_t, aux_after, derivs, aux_before):
-        """:meth:`adjoint_step` through a compiled ``fused`` namespace (same formulas)."""
+        """:meth:`adjoint_step` through a compiled ``fused`` namespace: the same per-element
+        terms, summed per group by the same ``group_sum``, so the same bits."""
         sc, h = self.schedule, cot.hyper
         c1, c2 = sc.bias_corrections()
         gi = self._group_index_i64()
-        acc = np.zeros((7, sc.G))
+        work = getattr(self, "_work", None)
+        if work is None or work.shape[1] != cot.w.size:
+            work = self._work = np.empty((7, cot.w.size))
         dw, dm, ds = cot.w, cot.aux[0], cot.aux[1]
         fused.before_hvp(dw, dm, ds, aux_after[0], aux_after[1], w_t, gi, sc.alphas[t], c1[t],
-                         c2[t], sc.eps, sc.weight_decay[t], acc)
+                         c2[t], sc.eps, sc.weight_decay[t], work)
         b1, b2 = sc.beta1s[t], sc.beta2s[t]
         g, hw, hm = derivs(lambda g: fused.hvp_vector(dm, ds, g, gi, 1.0 - b1, 1.0 - b2))
         m_t, s_t = aux_before(g)
-        fused.after_hvp(dw, dm, ds, m_t, s_t, g, hw, gi, b1, b2, sc.decay[t], acc)
+        fused.after_hvp(dw, dm, ds, m_t, s_t, g, hw, gi, b1, b2, sc.decay[t], work)
+        gs = sc.group_sum
         for row, name in enumerate(("alphas", "weight_decay", "eps", "c1", "c2", "beta1s",
                                     "beta2s")):
             if name == "eps":
-                h[name] += acc[row]
+                h[name] += gs(work[row])
             else:
-                h[name][t] += acc[row]
+                h[name][t] += gs(work[row])
         if cot.meta is not None:
             cot.meta += hm
 
