@@ -444,25 +444,6 @@ def test_version_2_sgd_file_is_still_read(tmp_path):
         assert np.array_equal(got["w0"][k], ref["w0"][k])
 
 
-@pytest.mark.parametrize("bad", [{"beta2s": np.full(3, 1.5)}, {"eps": -1.0},
-                                 {"weight_decay": -0.1}, {"weight_decay": np.ones((2, 2))},
-                                 {"beta1s": np.ones(3)}, {"frac_bits": {"x": 3}},
-                                 {"w0": np.ones(3) + 0j}, {"stats": []}])
-def test_train_adam_validates_like_adam_and_writes_nothing(tmp_path, bad):
-    """checkpoint.train_adam and reversible.adam share one validation path: same error."""
-    import autograd.numpy as anp
-    import reversible
-    args = {"w0": np.ones(3), "alphas": np.full(3, 0.1), "beta1s": np.full(3, 0.9),
-            "beta2s": np.full(3, 0.999), **bad}
-    loss = lambda w, meta, t: anp.sum(w ** 2)              # noqa: E731
-    with pytest.raises((TypeError, ValueError)) as from_adam:
-        reversible.adam(loss, **args)
-    with pytest.raises(type(from_adam.value)) as from_train:
-        checkpoint.train_adam(loss, **args, path=tmp_path / "run.ckpt")
-    assert str(from_train.value) == str(from_adam.value)
-    assert list(tmp_path.iterdir()) == []
-
-
 def test_hypergradient_needs_a_layout(forward_state, tmp_path):
     state, _ = forward_state
     checkpoint.save(state, tmp_path / "s")
@@ -495,18 +476,29 @@ def test_check_writable_accepts_a_fresh_path_and_leaves_nothing(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("bad", [{"alphas": np.array([0.1, np.nan, 0.1])},
+_SGD_ARGS = {"w0": np.ones(3), "alphas": np.full(3, 0.1), "betas": np.full(3, 0.9)}
+_ADAM_ARGS = {"w0": np.ones(3), "alphas": np.full(3, 0.1), "beta1s": np.full(3, 0.9),
+              "beta2s": np.full(3, 0.999)}
+
+
+@pytest.mark.parametrize("rule, bad", [("sgd", b) for b in [{"alphas": np.array([0.1, np.nan, 0.1])},
                                  {"betas": np.array([0.9, 1.5, 0.9])},
-                                 {"w0": np.ones(3) + 0j}, {"stats": []}, {"progress": "yes"}])
-def test_train_validates_like_sgd_and_writes_nothing(tmp_path, bad):
-    """checkpoint.train and reversible.sgd share one validation path: same error, same text."""
+                                 {"w0": np.ones(3) + 0j}, {"stats": []}, {"progress": "yes"}]]
+                         + [("adam", b) for b in [{"beta2s": np.full(3, 1.5)}, {"eps": -1.0},
+                                 {"weight_decay": -0.1}, {"weight_decay": np.ones((2, 2))},
+                                 {"beta1s": np.ones(3)}, {"frac_bits": {"x": 3}},
+                                 {"w0": np.ones(3) + 0j}, {"stats": []}]])
+def test_train_validates_like_its_front_end_and_writes_nothing(tmp_path, rule, bad):
+    """checkpoint.train / train_adam share reversible.sgd's / adam's validation: same error."""
     import autograd.numpy as anp
     import reversible
-    args = {"w0": np.ones(3), "alphas": np.full(3, 0.1), "betas": np.full(3, 0.9), **bad}
+    front, train, base = ((reversible.sgd, checkpoint.train, _SGD_ARGS) if rule == "sgd" else
+                          (reversible.adam, checkpoint.train_adam, _ADAM_ARGS))
+    args = {**base, **bad}
     loss = lambda w, meta, t: anp.sum(w ** 2)              # noqa: E731
-    with pytest.raises((TypeError, ValueError)) as from_sgd:
-        reversible.sgd(loss, **args)
-    with pytest.raises(type(from_sgd.value)) as from_train:
-        checkpoint.train(loss, **args, path=tmp_path / "run.ckpt")
-    assert str(from_train.value) == str(from_sgd.value)
+    with pytest.raises((TypeError, ValueError)) as from_front:
+        front(loss, **args)
+    with pytest.raises(type(from_front.value)) as from_train:
+        train(loss, **args, path=tmp_path / "run.ckpt")
+    assert str(from_train.value) == str(from_front.value)
     assert list(tmp_path.iterdir()) == []
