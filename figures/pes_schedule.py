@@ -21,7 +21,7 @@ NAME = "pes_schedule"
 
 def plot(results_dir, out_dir):
     meta, arr = load_results(results_dir, NAME)
-    fig, axes = plt.subplots(1, 3, figsize=(16, 4.6))
+    fig, axes = plt.subplots(1, 4, figsize=(21, 4.6))
     ax = axes[0]
     loss = np.log10(np.maximum(arr["loss"], 1e-12))
     im = ax.pcolormesh(arr["log_lr"], arr["log_decay"], np.ma.masked_invalid(loss),
@@ -52,21 +52,29 @@ def plot(results_dir, out_dir):
     fig.colorbar(im, ax=ax, label="log10 |exact hypergradient|")
     ax.set(xlabel="log initial learning rate", ylabel="log decay power",
            title="exact hypergradient norm")
-    ax = axes[2]
     rows = meta["table"]
     Ts = sorted({r["T"] for r in rows})
-    for name in dict.fromkeys(r["estimator"] for r in rows):
-        if name == "exact":
-            continue
-        c_ex = [next(r for r in rows if r["T"] == T and r["estimator"] == name)["vs_exact"]["cosine"]
+
+    def series(name, key, field):
+        return [next(r for r in rows if r["T"] == T and r["estimator"] == name)[key][field]
                 for T in Ts]
-        c_sm = [next(r for r in rows if r["T"] == T and r["estimator"] == name)["vs_smoothed"]["cosine"]
-                for T in Ts]
-        line, = ax.plot(Ts, c_ex, "o-", label=f"{name} vs exact")
-        ax.plot(Ts, c_sm, "s--", color=line.get_color(), alpha=0.6)
-    ax.set(xscale="log", xlabel="horizon T", ylabel="cosine (solid: vs exact, dashed: vs smoothed)",
-           title="estimators graded against ground truth", ylim=(-1.05, 1.05))
-    ax.legend(fontsize=7)
+    names = [n for n in dict.fromkeys(r["estimator"] for r in rows) if n != "exact"]
+    lowest = 1.0
+    for name in names:
+        c_ex, c_sm = series(name, "vs_exact", "cosine"), series(name, "vs_smoothed", "cosine")
+        lowest = min(lowest, *c_ex, *c_sm)
+        line, = axes[2].plot(Ts, c_ex, "o-", label=name)
+        axes[2].plot(Ts, c_sm, "s--", color=line.get_color(), alpha=0.6)
+        axes[3].plot(Ts, series(name, "vs_exact", "norm_ratio"), "o-", color=line.get_color(),
+                     label=name)
+    axes[2].set(xscale="log", xlabel="horizon T",
+                ylabel="cosine (solid: vs exact, dashed: vs smoothed)",
+                title="direction against ground truth", ylim=(min(lowest, 0.5) - 0.05, 1.02))
+    axes[2].legend(fontsize=7)
+    axes[3].axhline(1.0, color="k", lw=0.8)
+    axes[3].set(xscale="log", yscale="log", xlabel="horizon T",
+                ylabel="|estimate| / |exact hypergradient|", title="magnitude against ground truth")
+    axes[3].legend(fontsize=7)
     fig.tight_layout()
     return save(fig, out_dir, NAME)
 

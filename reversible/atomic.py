@@ -33,6 +33,7 @@ def atomic_write(path, write, mode="wb"):
     directory = os.path.dirname(os.path.abspath(path))
     fd, tmp = tempfile.mkstemp(prefix=temporary_prefix(path), suffix=TEMP_SUFFIX, dir=directory)
     try:
+        os.chmod(tmp, 0o666 & ~_umask())        # mkstemp makes 0600; a plain open would not
         with os.fdopen(fd, mode) as fh:
             write(fh)
             fh.flush()
@@ -44,6 +45,12 @@ def atomic_write(path, write, mode="wb"):
         raise
     _fsync_directory(directory)
     return path
+
+
+def _umask():
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def remove_temporaries(path):
