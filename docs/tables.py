@@ -94,7 +94,9 @@ def render_bench_adam(data):
              f"{d['ratio']:.4f} ({d['peak_bytes']['exact'] / 2**20:.1f} MiB vs "
              f"{d['peak_bytes']['unrolled'] / 2**20:.0f} MiB)", "-"]]
     return render_plain({"columns": ["", "figure", "measured", "target"], "rows": rows,
-                         "source": "`python -m benchmarks.bench_adam --out docs/results/bench_adam.json`"})
+                         "source": "`python -m benchmarks.bench_adam --out docs/results/bench_adam.json`"
+                                   f", {data.get('clock', 'cpu')} time, medians of interleaved "
+                                   "repetitions"})
 
 
 def render_bench_torch(data):
