@@ -28,7 +28,7 @@ from . import numba_kernels as nk
 from .adam_rule import (M_NAME, M_STEP, S_NAME, S_STEP, W_NAME, W_STEP, fix_error,
                         negative_s_error, overflow_error, step_constants)
 from .buffer import BETA_ONE, HEAD_LOW, UNDO_OVERFLOW_MESSAGE
-from .errors import BufferUnderflowError, FixedPointOverflowError
+from .errors import FixedPointOverflowError
 
 _JIT = nk.JIT_OPTIONS
 _TWO63 = 2.0 ** 63
@@ -66,58 +66,6 @@ def _push(addrs, rows, N, ptr, i, word):
     chunk, row = nk.chunk_of(addrs, rows, N, p)
     chunk[row, i] = np.uint16(word & _MASKW)
     ptr[i] = p + 1
-
-
-@njit(inline="always", **_JIT)
-def _mul(v, h, n, inv2_n, addrs, rows, N, ptr, i):
-    """``v * n / 2**32`` through the element's rANS state ``h`` (the engine's pop-first multiply);
-    ``inv2_n = 2 / n`` in float64."""
-    if n >= BETA_ONE:
-        return v, h
-    nu = np.uint64(n)
-    limit = nu << _U32
-    if h >= limit:
-        _push(addrs, rows, N, ptr, i, h)
-        h >>= _UW
-        if h >= limit:
-            _push(addrs, rows, N, ptr, i, h)
-            h >>= _UW
-    q, u = nk.quot32(h, n, nu, inv2_n)
-    P = np.uint64(v & 0xFFFFFFFF) * nu + np.uint64(u)
-    return (v >> 32) * n + np.int64(P >> _U32), (q << _U32) | (P & _MASK32)
-
-
-@njit(inline="always", **_JIT)
-def _div(v, h, n, inv_n, inv2_n, addrs, rows, N, ptr, i, status, uf1, uf2):
-    """Inverse of :func:`_mul` (``inv_n = 1 / n``, ``inv2_n = 2 / n``); returns ``(v, h, fits)``."""
-    if n >= BETA_ONE:
-        return v, h, True
-    nu = np.uint64(n)
-    a, bq = nk.floordivmod(v, n, nu, inv_n, inv2_n)
-    c, u = nk.quot32((np.uint64(bq) << _U32) | (h & _MASK32), n, nu, inv2_n)
-    fits = (a >= -(1 << 31)) & (a < (1 << 31))
-    v = (a << 32) + np.int64(c)
-    h = (h >> _U32) * nu + np.uint64(u)
-    if h < _HEAD_LOW:
-        h = nk.refill_word(addrs, rows, N, ptr, i, h, status, uf1)
-        if h < _HEAD_LOW:
-            h = nk.refill_word(addrs, rows, N, ptr, i, h, status, uf2)
-    return v, h, fits
-
-
-@njit(inline="always", **_JIT)
-def _added(x, d):
-    """``x + d`` and whether it wrapped around (checked_add's test)."""
-    s = x + d
-    return s, ((x ^ s) & (d ^ s)) < 0
-
-
-@njit(inline="always", **_JIT)
-def _increment(Mi, Si, k):
-    """The position increment, as :func:`reversible.adam_rule.position_increment`."""
-    m = np.float64(Mi) * k[9]             # = M / 2**f exactly (a power of two)
-    s = np.float64(Si) * k[10]
-    return k[2] * (m / k[3]) / (np.sqrt(s / k[4]) + k[5])
 
 
 @njit(inline="always", **_JIT)
@@ -357,23 +305,57 @@ def _loops(N):
     return _PARALLEL if N >= nk.PARALLEL_MIN else _SERIAL
 
 
+@njit(inline="always", **_JIT)
+def _mul(v, h, n, inv2_n, addrs, rows, N, ptr, i):
+    """``v * n / 2**32`` through the element's rANS state ``h`` (the engine's pop-first multiply);
+    ``inv2_n = 2 / n`` in float64."""
+    if n >= BETA_ONE:
+        return v, h
+    nu = np.uint64(n)
+    limit = nu << _U32
+    if h >= limit:
+        _push(addrs, rows, N, ptr, i, h)
+        h >>= _UW
+        if h >= limit:
+            _push(addrs, rows, N, ptr, i, h)
+            h >>= _UW
+    return _mul_core(v, h, n, inv2_n)
+
+
+@njit(inline="always", **_JIT)
+def _div(v, h, n, inv_n, inv2_n, addrs, rows, N, ptr, i, status, uf1, uf2):
+    """Inverse of :func:`_mul` (``inv_n = 1 / n``, ``inv2_n = 2 / n``); returns ``(v, h, fits)``."""
+    if n >= BETA_ONE:
+        return v, h, True
+    v, h, fits = _div_core(v, h, n, inv_n, inv2_n)
+    if h < _HEAD_LOW:
+        h = nk.refill_word(addrs, rows, N, ptr, i, h, status, uf1)
+        if h < _HEAD_LOW:
+            h = nk.refill_word(addrs, rows, N, ptr, i, h, status, uf2)
+    return v, h, fits
+
+
+@njit(inline="always", **_JIT)
+def _added(x, d):
+    """``x + d`` and whether it wrapped around (checked_add's test)."""
+    s = x + d
+    return s, ((x ^ s) & (d ^ s)) < 0
+
+
+@njit(inline="always", **_JIT)
+def _increment(Mi, Si, k):
+    """The position increment, as :func:`reversible.adam_rule.position_increment`."""
+    m = np.float64(Mi) * k[9]             # = M / 2**f exactly (a power of two)
+    s = np.float64(Si) * k[10]
+    return k[2] * (m / k[3]) / (np.sqrt(s / k[4]) + k[5])
+
+
 # ------------------------------------------------------------- Python wrappers
 def _raise_first(flags, errors):
     """Raise the error of the lowest set bit of ``flags`` (``errors[bit]``)."""
     for bit, make in enumerate(errors):
         if flags & (1 << bit):
             raise make()
-
-
-def _underflow(status, slots):
-    for slot in slots:
-        hit = status[:, slot]
-        hit = hit[hit > 0]
-        if hit.size:
-            raise BufferUnderflowError(
-                f"information buffer of element {int(hit.min()) - 1} is empty but a pop "
-                "needs a word: the buffer is corrupt or the reverse pass does not mirror the "
-                "forward pass")
 
 
 def _arrays(state, N):
@@ -424,7 +406,7 @@ def undo_position(state, t):
     flags = int(np.bitwise_or.reduce(status[:, _FLAGS])) if status.size else 0
     _raise_first(flags & 7, (lambda: fix_error(W_STEP, t, False),
                              lambda: fix_error(W_STEP, t, True), lambda: overflow_error(W_NAME, t)))
-    _underflow(status, (6, 7))
+    nk.raise_underflow(status, (6, 7))
     if flags & 8:
         raise FixedPointOverflowError(UNDO_OVERFLOW_MESSAGE)
     if status[:, _EMPTIED].any():
@@ -444,13 +426,13 @@ def undo_moments(state, g, t):
     flags = int(np.bitwise_or.reduce(status[:, _FLAGS])) if status.size else 0
     _raise_first(flags & 7, (lambda: fix_error(S_STEP, t, False),
                              lambda: fix_error(S_STEP, t, True), lambda: overflow_error(S_NAME, t)))
-    _underflow(status, (8, 9))
+    nk.raise_underflow(status, (8, 9))
     if flags & 8:
         raise FixedPointOverflowError(UNDO_OVERFLOW_MESSAGE)
     _raise_first(flags >> 4 & 7, (lambda: fix_error(M_STEP, t, False),
                                   lambda: fix_error(M_STEP, t, True),
                                   lambda: overflow_error(M_NAME, t)))
-    _underflow(status, (10, 11))
+    nk.raise_underflow(status, (10, 11))
     if flags & 128:
         raise FixedPointOverflowError(UNDO_OVERFLOW_MESSAGE)
     if status[:, _EMPTIED].any():

@@ -572,7 +572,13 @@ def _per_element(row, schedule):
 
 
 def _underflow(status):
-    for which in (_UF1, _UF2):           # NumPy refills every element once before the second
+    raise_underflow(status, (_UF1, _UF2))   # NumPy refills every element once before the second
+
+
+def raise_underflow(status, slots):
+    """Raise NumPy's underflow error for the first element (+1) recorded in a ``slots`` column
+    of the status rows, the columns taken in order (each a pass of refills)."""
+    for which in slots:
         hit = status[:, which]
         hit = hit[hit > 0]
         if hit.size:
