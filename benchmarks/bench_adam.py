@@ -33,7 +33,7 @@ import tracemalloc
 
 import numpy as np
 
-from benchmarks.bench_engine import CLOCKS, clock, interleaved, set_clock
+from benchmarks.bench_engine import CLOCKS, alternated, interleaved, set_clock
 from reversible import trajectory
 from reversible.adam_rule import AdamSchedule
 
@@ -90,18 +90,10 @@ def bench_step(cfg):
         for name, step in contenders.items():
             step(0)                               # warm up (compile, first allocations)
             reps = steps if "numba" in name else max(2, steps // 3)
-            tb, tc = [], []
-            for t in range(reps):
-                t0 = clock()
-                base(t)
-                t1 = clock()
-                step(t)
-                t2 = clock()
-                tb.append(t1 - t0)
-                tc.append(t2 - t1)
-            ratios[name].append(float(np.median(tc) / np.median(tb)))
-            seconds[name].append(float(np.median(tc)))
-            seconds["float64 NumPy AdamW step"].append(float(np.median(tb)))
+            tb, tc = alternated(base, step, reps)
+            ratios[name].append(tc / tb)
+            seconds[name].append(tc)
+            seconds["float64 NumPy AdamW step"].append(tb)
     return dict(N=N, ratio={k: float(np.median(v)) for k, v in ratios.items()},
                 seconds={k: float(np.median(v)) for k, v in seconds.items()})
 

@@ -95,6 +95,21 @@ def interleaved(contenders, reps):
     return {name: float(np.median(v)) for name, v in times.items()}, times
 
 
+def alternated(base, contender, steps):
+    """Median times of ``base(t)`` and ``contender(t)`` run in turn for ``t = 0 .. steps-1``:
+    one step of each after the other, so both see the same load, caches and step data."""
+    tb, tc = [], []
+    for t in range(steps):
+        t0 = clock()
+        base(t)
+        t1 = clock()
+        contender(t)
+        t2 = clock()
+        tb.append(t1 - t0)
+        tc.append(t2 - t1)
+    return float(np.median(tb)), float(np.median(tc))
+
+
 def plain_momentum(loss, w0, alphas, betas):
     """What a user writes without this library: float64 momentum SGD, ``autograd.grad``."""
     dloss = autograd.grad(loss)
@@ -316,16 +331,8 @@ def bench_kernel_step(cfg):
 
     ratios = []
     for _ in range(cfg["k_rounds"]):
-        tf, te = [], []
-        for t in range(steps):
-            t0 = clock()
-            float_step(t)
-            t1 = clock()
-            exact_step(t)
-            t2 = clock()
-            tf.append(t1 - t0)
-            te.append(t2 - t1)
-        ratios.append(float(np.median(te) / np.median(tf)))
+        tf, te = alternated(float_step, exact_step, steps)
+        ratios.append(te / tf)
     return dict(N=N, kernel=kernel.name, ratio=float(np.median(ratios)), ratio_per_round=ratios)
 
 
