@@ -15,6 +15,7 @@ from reversible import trajectory
 from reversible.adam_rule import AdamSchedule
 from reversible.buffer import BETA_ONE
 from reversible.errors import FixedPointOverflowError, NonFiniteError, ReversibilityError
+from _adam_hypergrads import ADAM_KINDS, adam_hypergrads  # tests/ is on sys.path
 
 N = 10
 _rng = np.random.default_rng(3)
@@ -189,20 +190,6 @@ def make_problem(T=20, seed=0):
            "eps": 1e-3, "weight_decay": 0.05 + 0.05 * rng.random((T, 2)),
            "meta": -2.0 + 0.1 * rng.normal(size=6)}
     return loss, hyp
-
-
-ADAM_KINDS = ("w0", "alphas", "beta1s", "beta2s", "eps", "weight_decay", "meta")
-
-
-def adam_hypergrads(loss, hyp, method, kinds=ADAM_KINDS, **options):
-    def f(h):
-        a = dict(hyp, **h)
-        w = reversible.adam(loss, a["w0"], a["alphas"], a["beta1s"], a["beta2s"], a["meta"],
-                            eps=a["eps"], weight_decay=a["weight_decay"], method=method, **options)
-        flat = anp.concatenate(w)
-        return anp.sum(flat ** 2) + anp.sum(flat)
-
-    return autograd.grad(f)({k: hyp[k] for k in kinds})
 
 
 def _flat(x):

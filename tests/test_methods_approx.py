@@ -7,6 +7,7 @@ from autograd import grad
 
 import reversible
 from reversible.buffer import effective_beta
+from _adam_hypergrads import ADAM_KINDS, adam_hypergrads  # tests/ is on sys.path
 
 KINDS = ("w0", "v0", "alphas", "betas", "meta")
 
@@ -272,7 +273,6 @@ def test_ift_methods_are_blind_to_optimiser_hyperparameters(method):
 
 
 # ---------------------------------------------------------------- the same methods for Adam
-ADAM_KINDS = ("w0", "alphas", "beta1s", "beta2s", "eps", "weight_decay", "meta")
 
 
 def make_adam_problem(seed=0, T=12):
@@ -283,17 +283,6 @@ def make_adam_problem(seed=0, T=12):
                 "eps": np.array([1e-3, 3e-3]), "weight_decay": 0.05 + 0.05 * rng.random((T, 2)),
                 "meta": hyp["meta"]}
     return loss, adam_hyp
-
-
-def adam_hypergrads(loss, hyp, method, kinds=ADAM_KINDS, **options):
-    def f(h):
-        a = dict(hyp, **h)
-        w = reversible.adam(loss, a["w0"], a["alphas"], a["beta1s"], a["beta2s"], a["meta"],
-                            eps=a["eps"], weight_decay=a["weight_decay"], method=method, **options)
-        flat_w = anp.concatenate(w)
-        return anp.sum(flat_w ** 2) + anp.sum(flat_w)
-
-    return grad(f)({k: hyp[k] for k in kinds})
 
 
 @pytest.mark.parametrize("method, options", [("checkpointed", {}), ("checkpointed", {"segment": 5}),
