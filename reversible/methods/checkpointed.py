@@ -24,14 +24,6 @@ def problem_rule(problem):
     return problem.schedule().rule(problem.kernel)
 
 
-def float_step(problem, betas_eff, t, w, v):
-    """One float64 momentum step ``t`` for any object with ``grad``, ``meta``, ``alphas`` and
-    ``per_element`` (stacked particles too, see :mod:`reversible.methods.es`)."""
-    g = problem.grad(w, problem.meta, t)
-    return trajectory.momentum_step(w, v, g, problem.per_element(problem.alphas[t]),
-                                    problem.per_element(betas_eff[t]))
-
-
 def train_float(problem, t_start=0, t_stop=None, w=None, aux=None, keep=None, rule=None):
     """Float64 training over steps ``t_start .. t_stop-1``; returns ``(w, aux)``.
 

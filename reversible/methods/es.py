@@ -122,21 +122,6 @@ def resolve_sigmas(problem, sigma, perturb, name):
 
 
 # ------------------------------------------------------------------ stacked particles
-class ParticleProblem:
-    """The gradient of stacked particles ``W`` ``(P, N)``: a loop over particles (the
-    user's loss takes one weight vector) unless a batched
-    ``stacked_grad(W, metas, t) -> (P, N)`` is given."""
-
-    def __init__(self, problem, stacked_grad=None):
-        self.base, self.stacked_grad = problem, stacked_grad
-
-    def grad(self, W, metas, t):
-        if self.stacked_grad is not None:
-            return self.stacked_grad(W, metas, t)
-        return np.stack([self.base.grad(W[p], None if metas is None else metas[p], t)
-                         for p in range(W.shape[0])])
-
-
 def _step_done(W, t, name, progress):
     """After step ``t``: a non-finite particle is an error naming it; advance the progress bar."""
     if not np.all(np.isfinite(W)):
@@ -152,17 +137,22 @@ def train_particles(problem, alphas, betas_eff, metas, W, V, t_start, t_stop, na
     """Float64 training of stacked particles over steps ``t_start .. t_stop-1``.
 
     ``W, V``: ``(P, N)``; ``alphas, betas_eff``: ``(T, P, G)`` (rows outside the
-    range are not read); ``metas``: ``(P, M)`` or None; ``stacked_grad``: an
-    optional batched gradient (see :class:`ParticleProblem`).  One compiled pass per
-    step updates all particles in place.  A non-finite
-    weight raises :class:`NonFiniteError` naming the step and the particle.
+    range are not read); ``metas``: ``(P, M)`` or None.  The gradients of all
+    particles come from ``stacked_grad(W, metas, t) -> (P, N)`` when given (a
+    batched model), else from the problem's gradient one particle at a time (the
+    user's loss takes one weight vector).  One compiled pass per step updates all
+    particles in place.  A non-finite weight raises :class:`NonFiniteError`
+    naming the step and the particle.
     """
     from ..numba_kernels import particles_momentum_step
-    stacked = ParticleProblem(problem, stacked_grad)
+    if stacked_grad is None:
+        def stacked_grad(W, metas, t):
+            return np.stack([problem.grad(W[p], None if metas is None else metas[p], t)
+                             for p in range(W.shape[0])])
     W, V = np.array(W, dtype=np.float64, order="C"), np.array(V, dtype=np.float64, order="C")
     group_index = np.ascontiguousarray(problem.group_index, dtype=np.int64)
     for t in range(t_start, t_stop):
-        g = np.ascontiguousarray(stacked.grad(W, metas, t), dtype=np.float64)
+        g = np.ascontiguousarray(stacked_grad(W, metas, t), dtype=np.float64)
         particles_momentum_step(W, V, g, np.ascontiguousarray(alphas[t], dtype=np.float64),
                                 np.ascontiguousarray(betas_eff[t], dtype=np.float64), group_index)
         _step_done(W, t, name, progress)
