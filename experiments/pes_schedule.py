@@ -202,23 +202,37 @@ class Task:
         except NonFiniteError:
             return np.full(self.problem().N, np.nan), None
 
-    def es(self, theta, sigma, particles, seed, K=None):
-        """Antithetic ES (K None) or PES over truncations of K steps, on theta; terminal loss."""
-        theta = np.asarray(theta, float)
-        n = particles // 2
-        rng = np.random.default_rng(seed)
-        K = self.T if K is None else K
+    def truncations(self, centre, sigma, n, rng, K):
+        """PES's persistent antithetic pairs over one run of ``T`` steps in truncations of ``K``:
+        each truncation draws fresh noise around ``centre()`` (called then, so an online
+        optimiser may move it between truncations), accumulates it in ``xi`` ``(n, 2)`` and
+        trains the ``2 n`` particles on; yields ``(W, xi)`` after each truncation."""
         W = V = None
         xi = np.zeros((n, 2))
         for start in range(0, self.T, K):
             stop = min(start + K, self.T)
             eps = rng.standard_normal((n, 2))
             xi += eps
+            theta = centre()
             th = np.concatenate([theta + sigma * eps, theta - sigma * eps])
             rows = np.array([schedule(x, self.T)[start:stop] for x in th])
             W, V = self.train_stack(rows, W, V, start, stop)
+            yield W, xi
+
+    def pair_estimates(self, W, xi, sigma):
+        """One ES / PES estimate of ``d f / d theta`` per antithetic pair ``(n, 2)``."""
         L = self.losses(W)
-        samples = (0.5 * (L[:n] - L[n:]))[:, None] * xi / sigma       # one estimate per pair
+        n = xi.shape[0]
+        return (0.5 * (L[:n] - L[n:]))[:, None] * xi / sigma
+
+    def es(self, theta, sigma, particles, seed, K=None):
+        """Antithetic ES (K None) or PES over truncations of K steps, on theta; terminal loss."""
+        theta = np.asarray(theta, float)
+        n = particles // 2
+        K = self.T if K is None else K
+        for W, xi in self.truncations(lambda: theta, sigma, n, np.random.default_rng(seed), K):
+            pass
+        samples = self.pair_estimates(W, xi, sigma)
         self.last_standard_error = samples.std(axis=0, ddof=1) / np.sqrt(n) if n > 1 else \
             np.full(2, np.nan)
         return samples.mean(axis=0)
@@ -348,31 +362,22 @@ def online_pes(task, args):
     ``w_0`` after each episode of ``T`` steps.  Its objective is thus the sum of those
     losses over an episode, not the final loss alone (a deviation the JSON records)."""
     from reversible.errors import NonFiniteError
-    T, K, sigma = task.T, min(args.pes_K, task.T), args.sigma
+    K, sigma = min(args.pes_K, task.T), args.sigma
     n = max(args.traj_particles // 2, 1)
     rng = np.random.default_rng(args.seed)
     state = (np.array(THETA0), np.zeros(2), np.zeros(2))
     path, k = [state[0].copy()], 0
     try:
         for _ in range(args.online_episodes):
-            W = V = None
-            xi = np.zeros((n, 2))
-            for start in range(0, T, K):
-                stop = min(start + K, T)
-                eps = rng.standard_normal((n, 2))
-                xi += eps
-                th = np.concatenate([state[0] + sigma * eps, state[0] - sigma * eps])
-                rows = np.array([schedule(x, T)[start:stop] for x in th])
-                with np.errstate(all="ignore"):
-                    W, V = task.train_stack(rows, W, V, start, stop)
-                L = task.losses(W)
-                g = ((0.5 * (L[:n] - L[n:]))[:, None] * xi / sigma).mean(axis=0)
-                state = _adam(state, g, args.online_meta_lr, k)
-                k += 1
-                path.append(state[0].copy())
+            with np.errstate(all="ignore"):
+                for W, xi in task.truncations(lambda: state[0], sigma, n, rng, K):
+                    g = task.pair_estimates(W, xi, sigma).mean(axis=0)
+                    state = _adam(state, g, args.online_meta_lr, k)
+                    k += 1
+                    path.append(state[0].copy())
     except NonFiniteError:                  # a particle diverged: the path ends there
         pass
-    return {"theta": np.array(path), "updates_per_episode": -(-T // K)}
+    return {"theta": np.array(path), "updates_per_episode": -(-task.T // K)}
 
 
 def add_arguments(p):
