@@ -358,6 +358,17 @@ def _raise_first(flags, errors):
             raise make()
 
 
+def _raise_undo(flags, step, name, t, status, slots):
+    """The errors of one undone update, in NumPy's order: its increment's conversion (bits
+    0-1), the subtraction's overflow (bit 2), an empty tail (``slots``), the division's
+    overflow (bit 3)."""
+    _raise_first(flags & 7, (lambda: fix_error(step, t, False), lambda: fix_error(step, t, True),
+                             lambda: overflow_error(name, t)))
+    nk.raise_underflow(status, slots)
+    if flags & 8:
+        raise FixedPointOverflowError(UNDO_OVERFLOW_MESSAGE)
+
+
 def _arrays(state, N):
     for name in ("W", "M", "S"):
         x = getattr(state, name)
@@ -404,11 +415,7 @@ def undo_position(state, t):
                                    buf.head, buf.ptr, nk.chunk_addresses(buf), buf.chunk_rows,
                                    status)
     flags = int(np.bitwise_or.reduce(status[:, _FLAGS])) if status.size else 0
-    _raise_first(flags & 7, (lambda: fix_error(W_STEP, t, False),
-                             lambda: fix_error(W_STEP, t, True), lambda: overflow_error(W_NAME, t)))
-    nk.raise_underflow(status, (6, 7))
-    if flags & 8:
-        raise FixedPointOverflowError(UNDO_OVERFLOW_MESSAGE)
+    _raise_undo(flags, W_STEP, W_NAME, t, status, (6, 7))
     if status[:, _EMPTIED].any():
         buf.release()
 
@@ -424,17 +431,8 @@ def undo_moments(state, g, t):
     _loops(N)["_undo_moments_py"](state.M, state.S, g, lo, hi, groups, n1, n2, consts, buf.head,
                                   buf.ptr, nk.chunk_addresses(buf), buf.chunk_rows, status)
     flags = int(np.bitwise_or.reduce(status[:, _FLAGS])) if status.size else 0
-    _raise_first(flags & 7, (lambda: fix_error(S_STEP, t, False),
-                             lambda: fix_error(S_STEP, t, True), lambda: overflow_error(S_NAME, t)))
-    nk.raise_underflow(status, (8, 9))
-    if flags & 8:
-        raise FixedPointOverflowError(UNDO_OVERFLOW_MESSAGE)
-    _raise_first(flags >> 4 & 7, (lambda: fix_error(M_STEP, t, False),
-                                  lambda: fix_error(M_STEP, t, True),
-                                  lambda: overflow_error(M_NAME, t)))
-    nk.raise_underflow(status, (10, 11))
-    if flags & 128:
-        raise FixedPointOverflowError(UNDO_OVERFLOW_MESSAGE)
+    _raise_undo(flags, S_STEP, S_NAME, t, status, (8, 9))
+    _raise_undo(flags >> 4, M_STEP, M_NAME, t, status, (10, 11))
     if status[:, _EMPTIED].any():
         buf.release()
 
