@@ -307,12 +307,10 @@ import struct  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 import tracemalloc  # noqa: E402
-import warnings  # noqa: E402
 import zipfile  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
-import reversible  # noqa: E402
 from reversible import checkpoint, trajectory  # noqa: E402
 from reversible.adam_rule import AdamSchedule  # noqa: E402
 from reversible import data as D  # noqa: E402
